@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+UV_VERSION = 0.13.8
+BIN = $(VENV)/bin
+ARGS ?=
+# Taken when make starts, so the demo's wall time includes the install.
+STARTED := $(shell date +%s.%N)
+
+.PHONY: demo test lint lock clean
+
+# The venv is rebuilt only when the pins change, so a second run starts at once.
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --compile-bytecode requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --editable .
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/omnishelf demo --started-at $(STARTED) $(ARGS)
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# Re-resolve the pins of pyproject.toml into the lock file.
+lock: $(VENV)/.installed
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf data mlruns/* .bentoml

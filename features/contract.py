@@ -1,0 +1,329 @@
+"""The data contract: canonical tables, their columns and dtypes, and the checks every source passes.
+
+Every loader (Complete Journey, the synthetic generator, a user's import) produces these tables, and
+everything downstream reads only these. Ids are integers; timestamps are naive local store time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+CUSTOMER_ID = "customer_id"
+ORDER_ID = "order_id"
+PRODUCT_ID = "product_id"
+STORE_ID = "store_id"
+CHANNEL = "channel"
+TS = "ts"
+QUANTITY = "quantity"
+NET_SALES = "net_sales"
+DISCOUNT = "discount"
+DATE = "date"
+
+CHANNELS = ("store", "web", "app", "mini_program")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # id | int | float | str | bool | timestamp | date
+    description: str
+    required: bool = True
+    non_negative: bool = False
+    default: object = None  # value of an optional column the source does not have
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...] = ()
+    # column -> table whose key it must exist in
+    references: dict[str, str] = field(default_factory=dict)
+    required: bool = True
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+def _id(name: str, what: str, required: bool = True) -> Column:
+    return Column(name, "id", f"integer id of the {what}", required=required)
+
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table(
+            "transactions",
+            "one row per order line, in any channel",
+            (
+                _id(CUSTOMER_ID, "customer (resolved across channels)"),
+                _id(ORDER_ID, "order (basket)"),
+                _id(PRODUCT_ID, "product"),
+                _id(STORE_ID, "store that sold or fulfilled the line"),
+                Column(CHANNEL, "str", "store, web, app or mini_program", False, default="store"),
+                Column(TS, "timestamp", "time of the order, naive local time"),
+                Column(QUANTITY, "float", "units sold", non_negative=True),
+                Column(NET_SALES, "float", "amount paid after discounts", non_negative=True),
+                Column(DISCOUNT, "float", "discount granted", False, True, default=0.0),
+            ),
+            references={CUSTOMER_ID: "customers", PRODUCT_ID: "products", STORE_ID: "stores"},
+        ),
+        Table(
+            "products",
+            "the catalogue",
+            (
+                _id(PRODUCT_ID, "product"),
+                Column("category", "str", "product category", False, default="unknown"),
+                Column("department", "str", "department", False, default="unknown"),
+                Column("brand", "str", "brand", False, default="unknown"),
+                Column("price", "float", "list price per unit", False, True, default=np.nan),
+                Column(
+                    "sold_in_units",
+                    "bool",
+                    "quantity counts units (false for fuel, weights, coupons)",
+                    False,
+                    default=True,
+                ),
+            ),
+            key=(PRODUCT_ID,),
+        ),
+        Table(
+            "stores",
+            "physical stores; online orders are fulfilled by one of them",
+            (
+                _id(STORE_ID, "store"),
+                Column("region", "str", "region", False, default="unknown"),
+                Column("lead_time_days", "int", "supplier lead time", False, True, default=2),
+            ),
+            key=(STORE_ID,),
+        ),
+        Table(
+            "customers",
+            "one row per resolved customer",
+            (
+                _id(CUSTOMER_ID, "customer"),
+                _id("home_store_id", "store the customer uses most", required=False),
+                Column("opt_out", "bool", "opted out of personalisation", False, default=False),
+            ),
+            key=(CUSTOMER_ID,),
+        ),
+        Table(
+            "calendar",
+            "one row per day of the data: holidays and retail events",
+            (
+                Column(DATE, "date", "calendar day"),
+                Column("is_holiday", "bool", "public holiday", False, default=False),
+                Column("holiday_name", "str", "holiday name or empty", False, default=""),
+                Column(
+                    "event",
+                    "str",
+                    "retail event (Black Friday, 618, ...) or empty",
+                    False,
+                    default="",
+                ),
+            ),
+            key=(DATE,),
+        ),
+        Table(
+            "promotions",
+            "promotion periods by store x product (end date inclusive)",
+            (
+                _id(STORE_ID, "store"),
+                _id(PRODUCT_ID, "product"),
+                Column("start_date", "date", "first day of the promotion"),
+                Column("end_date", "date", "last day of the promotion"),
+                Column("promo_type", "str", "display, mailer, display_mailer, price_cut, ..."),
+                Column("price", "float", "promoted unit price", False, True, default=np.nan),
+            ),
+            references={PRODUCT_ID: "products", STORE_ID: "stores"},
+        ),
+        Table(
+            "inventory",
+            "on-hand snapshots at the start of each day (optional)",
+            (
+                _id(STORE_ID, "store"),
+                _id(PRODUCT_ID, "product"),
+                Column(DATE, "date", "day of the snapshot"),
+                Column(
+                    "on_hand", "float", "units on hand at the start of the day", non_negative=True
+                ),
+            ),
+            references={PRODUCT_ID: "products", STORE_ID: "stores"},
+            required=False,
+        ),
+        Table(
+            "identities",
+            "channel identities of each resolved customer (optional)",
+            (
+                Column(CHANNEL, "str", "channel of the identity"),
+                Column("channel_customer_id", "str", "id of the person in that channel"),
+                _id(CUSTOMER_ID, "resolved customer"),
+            ),
+            references={CUSTOMER_ID: "customers"},
+            required=False,
+        ),
+        Table(
+            "true_demand",
+            "uncensored demand by store x product x day; only the synthetic generator knows it",
+            (
+                _id(STORE_ID, "store"),
+                _id(PRODUCT_ID, "product"),
+                Column(DATE, "date", "day"),
+                Column("demand", "float", "units customers wanted", non_negative=True),
+            ),
+            required=False,
+        ),
+    )
+}
+
+
+class DataContractError(ValueError):
+    """A source breaks the contract; the message names the source, the column and the rows."""
+
+    def __init__(
+        self, source: str, message: str, column: str | None = None, rows: int | None = None
+    ):
+        self.source, self.column, self.rows = source, column, rows
+        where = f"{source}" + (f", column '{column}'" if column else "")
+        count = f" ({rows:,} rows)" if rows is not None else ""
+        super().__init__(f"{where}: {message}{count}")
+
+
+def _coerce(values: pd.Series, kind: str) -> pd.Series:
+    """Cast to the canonical dtype; values that do not parse become NaN/NaT (counted by the caller)."""
+    if kind in ("id", "int") and pd.api.types.is_integer_dtype(values):
+        return values
+    if kind == "float" and pd.api.types.is_float_dtype(values):
+        return values.astype("float64")
+    if kind == "timestamp" and values.dtype == "datetime64[ns]":
+        return values
+    if kind in ("id", "int"):
+        numbers = pd.to_numeric(values, errors="coerce")
+        fractional = numbers.notna() & (numbers != np.floor(numbers))
+        return numbers.mask(fractional)
+    if kind == "float":
+        return pd.to_numeric(values, errors="coerce").astype("float64")
+    if kind in ("timestamp", "date"):
+        stamps = pd.to_datetime(values, errors="coerce")
+        if getattr(stamps.dt, "tz", None) is not None:
+            stamps = stamps.dt.tz_localize(None)
+        stamps = stamps.astype("datetime64[ns]")
+        if kind == "date" and not (stamps.dt.floor("D") == stamps).all():
+            stamps = stamps.dt.normalize()
+        return stamps
+    if kind == "bool":
+        if pd.api.types.is_bool_dtype(values):
+            return values
+        text = values.astype("string").str.strip().str.lower()
+        mapped = text.map(
+            {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        )
+        return mapped
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values  # large low-cardinality columns (promotion types) stay compact
+    return values.astype("string").fillna("").astype(object)
+
+
+def conform(frame: pd.DataFrame, table: str, source: str) -> pd.DataFrame:
+    """Check a source frame against the contract of `table` and return it in canonical form.
+
+    Raises:
+        DataContractError: empty source, missing required column, values of the wrong type,
+            NaN or negative values where they are not allowed.
+    """
+    spec = TABLES[table]
+    if frame.empty:
+        raise DataContractError(source, f"is empty; table '{table}' needs at least one row")
+    missing = [c.name for c in spec.columns if c.required and c.name not in frame.columns]
+    if missing:
+        raise DataContractError(
+            source,
+            f"missing required column(s) {missing} of table '{table}'; "
+            f"found {list(frame.columns)}; map them in the column-mapping file",
+            column=missing[0],
+        )
+    out = {}
+    for col in spec.columns:
+        present = col.name in frame.columns
+        raw = (
+            frame[col.name]
+            if present
+            else pd.Series(np.full(len(frame), col.default), index=frame.index)
+        )
+        values = _coerce(raw, col.kind)
+        if col.kind != "str":
+            unparsed = values.isna() & raw.notna()
+            if present and unparsed.any():
+                example = raw[unparsed].iloc[0]
+                raise DataContractError(
+                    source,
+                    f"expected {col.kind} values, got e.g. {example!r}",
+                    col.name,
+                    int(unparsed.sum()),
+                )
+            nulls = values.isna()
+            if col.required and nulls.any():
+                raise DataContractError(
+                    source, "empty (NaN) values are not allowed", col.name, int(nulls.sum())
+                )
+            if nulls.any() and col.default is not None:
+                values = values.fillna(col.default)
+        if col.non_negative and (values < 0).any():
+            raise DataContractError(
+                source, "negative values are not allowed", col.name, int((values < 0).sum())
+            )
+        if col.kind in ("id", "int"):
+            values = values.astype("Int64" if values.isna().any() else "int64")
+        elif col.kind == "bool":
+            values = values.astype(bool)
+        out[col.name] = values
+    result = pd.DataFrame(out, index=frame.index).reset_index(drop=True)
+    if CHANNEL in result and table in ("transactions", "identities"):
+        spelled = pd.unique(result[CHANNEL])  # normalise the few distinct spellings, not every row
+        canonical = {v: str(v).strip().lower().replace("-", "_").replace(" ", "_") for v in spelled}
+        result[CHANNEL] = result[CHANNEL].map(canonical)
+    if spec.key:
+        duplicated = result.duplicated(list(spec.key))
+        if duplicated.any():
+            raise DataContractError(
+                source, f"duplicate keys {list(spec.key)}", spec.key[0], int(duplicated.sum())
+            )
+    return result
+
+
+def check_references(
+    tables: dict[str, pd.DataFrame], sources: dict[str, str] | None = None
+) -> None:
+    """Every id a table mentions must exist in the table that owns it."""
+    sources = sources or {}
+    for name, frame in tables.items():
+        for column, owner in TABLES[name].references.items():
+            if owner not in tables:
+                continue
+            known = tables[owner][TABLES[owner].key[0]]
+            unknown = ~frame[column].isin(known)
+            if unknown.any():
+                examples = frame.loc[unknown, column].drop_duplicates().head(3).tolist()
+                raise DataContractError(
+                    sources.get(name, name),
+                    f"unknown ids not in {owner} (e.g. {examples})",
+                    column,
+                    int(unknown.sum()),
+                )
+
+
+def describe_contract() -> str:
+    """The contract as a Markdown table (kept in the README)."""
+    lines = ["| table | column | type | required | meaning |", "|---|---|---|---|---|"]
+    for spec in TABLES.values():
+        for col in spec.columns:
+            lines.append(
+                f"| {spec.name} | `{col.name}` | {col.kind} | {'yes' if col.required else 'no'} "
+                f"| {col.description} |"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""A user's own CSV/parquet files, mapped onto the canonical tables by a TOML mapping file.
+
+    name = "my_shop"            # optional, default: the mapping file's stem
+    freq = "D"                  # granularity of demand series: D (daily) or W (weekly)
+    country = "US"              # holidays for the calendar when no calendar file is given
+
+    [transactions]              # required
+    path = "sales.csv"          # relative to the mapping file
+    [transactions.columns]      # canonical name = your column name
+    customer_id = "CustomerID"
+    ts = "InvoiceDate"
+
+Tables other than transactions are optional; products, stores, customers and calendar are derived
+from the transactions when absent.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+
+from features.contract import TABLES, DataContractError, conform
+from features.dataset import complete_tables
+
+FREQS = ("D", "W")
+
+
+def read_source(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise DataContractError(str(path), "file not found")
+    if path.stat().st_size == 0:
+        raise DataContractError(str(path), "file is empty")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if path.suffix.lower() in (".csv", ".txt", ".gz"):
+            return pd.read_csv(path, low_memory=False)
+    except (ValueError, OSError, pd.errors.ParserError) as error:
+        raise DataContractError(str(path), f"cannot be read: {error}") from None
+    raise DataContractError(str(path), "unknown file type; use .csv or .parquet")
+
+
+def read_mapping(mapping_file: Path) -> dict:
+    if not mapping_file.exists():
+        raise DataContractError(str(mapping_file), "mapping file not found")
+    try:
+        mapping = tomllib.loads(mapping_file.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise DataContractError(str(mapping_file), f"is not valid TOML: {error}") from None
+    if "transactions" not in mapping:
+        raise DataContractError(str(mapping_file), "needs a [transactions] section with a path")
+    unknown = [k for k, v in mapping.items() if isinstance(v, dict) and k not in TABLES]
+    if unknown:
+        raise DataContractError(
+            str(mapping_file), f"unknown table section(s) {unknown}; known: {list(TABLES)}"
+        )
+    if mapping.get("freq", "D") not in FREQS:
+        raise DataContractError(str(mapping_file), f"freq must be one of {FREQS}", "freq")
+    return mapping
+
+
+def import_tables(mapping_file: Path) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Read, rename, validate and complete the user's tables.
+
+    Returns:
+        The canonical tables and the mapping's dataset options (name, freq, country).
+    """
+    mapping = read_mapping(mapping_file)
+    tables = {}
+    for table, section in mapping.items():
+        if not isinstance(section, dict):
+            continue
+        if "path" not in section:
+            raise DataContractError(str(mapping_file), f"section [{table}] needs a path")
+        path = (mapping_file.parent / section["path"]).resolve()
+        frame = read_source(path)
+        renames = {theirs: ours for ours, theirs in section.get("columns", {}).items()}
+        absent = [theirs for theirs in renames if theirs not in frame.columns]
+        if absent:
+            raise DataContractError(
+                str(path),
+                f"mapped column(s) {absent} not in the file; found {list(frame.columns)}",
+                absent[0],
+            )
+        tables[table] = conform(frame.rename(columns=renames), table, str(path))
+    options = {
+        "name": mapping.get("name", mapping_file.stem),
+        "freq": mapping.get("freq", "D"),
+        "country": mapping.get("country", "US"),
+    }
+    sources = {
+        table: str((mapping_file.parent / section["path"]).resolve())
+        for table, section in mapping.items()
+        if isinstance(section, dict)
+    }
+    return complete_tables(tables, options["country"], sources), options

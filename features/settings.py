@@ -1,0 +1,49 @@
+"""Settings of the whole platform, read once from the environment (prefix OMNISHELF_).
+
+They live in the lowest package so that every layer can be handed them; only entry points (the CLI
+and the service) build them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OMNISHELF_", extra="ignore")
+
+    home: Path = Field(default_factory=Path.cwd, description="folder holding data/ and mlruns/")
+    tracking_uri: str | None = Field(None, description="MLflow store; default sqlite under mlruns/")
+    experiment: str = "omnishelf"
+    recommender_name: str = "omnishelf-recommender"
+    forecaster_name: str = "omnishelf-forecaster"
+
+    # Feast: the embedded default is SQLite online + file registry; production names Redis + SQL.
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_connection: str = "127.0.0.1:6379"
+    registry_url: str | None = Field(None, description="SQLAlchemy URL of a SQL registry")
+    feast_project: str = "omnishelf"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home.resolve() / "data"
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.data_dir / "tables"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.data_dir / "feast"
+
+    @property
+    def mlruns_dir(self) -> Path:
+        return self.home.resolve() / "mlruns"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.mlruns_dir / 'mlflow.db'}"

@@ -1,0 +1,386 @@
+"""The `omnishelf` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from features.contract import DataContractError
+from features.settings import Settings
+
+console = Console()
+app = typer.Typer(
+    help="omnishelf: next-best-product, demand forecasts and restock orders for omnichannel retail.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+load_app = typer.Typer(help="Load a built-in dataset into the workspace.", no_args_is_help=True)
+features_app = typer.Typer(
+    help="Build, register and materialise features (Feast).", no_args_is_help=True
+)
+app.add_typer(load_app, name="load")
+app.add_typer(features_app, name="features")
+
+ForceOption = Annotated[bool, typer.Option("--force", help="rebuild even if up to date")]
+USER_ERRORS = (DataContractError, FileNotFoundError, LookupError, ValueError)
+
+
+def main() -> None:
+    """Entry point: user errors end with one clear line and exit code 2, not a traceback."""
+    try:
+        app()
+    except USER_ERRORS as error:
+        console.print(f"[bold red]error:[/] {error}", highlight=False)
+        sys.exit(2)
+
+
+def _settings() -> Settings:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    from training import tracking
+
+    tracking.configure(
+        settings.resolved_tracking_uri, settings.experiment, settings.mlruns_dir / "artifacts"
+    )
+    return settings
+
+
+@contextmanager
+def _step(title: str):
+    with console.status(f"[bold]{title}[/] ..."):
+        began = time.perf_counter()
+        yield
+    console.print(f"[green]done[/] {title} ({time.perf_counter() - began:.1f} s)")
+
+
+def _summary(results) -> None:
+    table = Table(title="omnishelf run")
+    for column in ("step", "status", "seconds", "figures"):
+        table.add_column(column)
+    for result in results:
+        figures = ", ".join(f"{k}={v}" for k, v in result.figures.items())
+        table.add_row(result.step, result.status, f"{result.seconds:.1f}", figures)
+    console.print(table)
+
+
+@load_app.command("complete-journey")
+def load_complete_journey(force: ForceOption = False) -> None:
+    """The 84.51 Complete Journey (1.47M lines, 2,469 households, 457 stores), weekly series."""
+    from features import complete_journey
+    from pipelines.steps import ingest
+
+    settings = _settings()
+    with _step("loading Complete Journey"):
+        result = ingest(
+            settings,
+            complete_journey.NAME,
+            complete_journey.load_complete_journey,
+            complete_journey.FREQ,
+            complete_journey.COUNTRY,
+            force,
+        )
+    _summary([result])
+
+
+@load_app.command("synthetic")
+def load_synthetic(
+    seed: int = 7,
+    customers: int = 1500,
+    stores: int = 8,
+    products: int = 300,
+    days: int = 364,
+    force: ForceOption = False,
+) -> None:
+    """The seeded omnichannel generator (channels, identities, stock-outs, true demand), daily."""
+    from features import synthetic
+    from pipelines.steps import ingest
+
+    settings = _settings()
+    config = synthetic.SyntheticConfig(
+        n_customers=customers, n_stores=stores, n_products=products, days=days, seed=seed
+    )
+    name = f"synthetic-s{seed}-c{customers}-st{stores}-p{products}-d{days}"
+    with _step("generating synthetic data"):
+        result = ingest(
+            settings,
+            name,
+            lambda: synthetic.generate(config),
+            synthetic.FREQ,
+            config.country,
+            force,
+        )
+    _summary([result])
+
+
+@app.command("import")
+def import_files(
+    mapping: Annotated[Path, typer.Argument(help="TOML file mapping your files and columns")],
+) -> None:
+    """Bring your own CSV/parquet files in, validated against the data contract."""
+    from features.dataset import save_tables
+    from features.importer import import_tables
+
+    settings = _settings()
+    with _step(f"importing {mapping}"):
+        tables, options = import_tables(mapping)
+        info = save_tables(
+            tables, settings.tables_dir, options["name"], options["freq"], options["country"]
+        )
+    table = Table(title=f"imported {info.name} ({info.freq})")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, frame in tables.items():
+        table.add_row(name, f"{len(frame):,}")
+    console.print(table)
+
+
+@features_app.command("apply")
+def features_apply() -> None:
+    """Register entities, feature views and services in the Feast registry."""
+    from features.feature_store import apply_definitions, open_store
+
+    settings = _settings()
+    with _step("applying Feast definitions"):
+        apply_definitions(open_store(settings))
+
+
+@features_app.command("materialize")
+def features_materialize(force: ForceOption = False) -> None:
+    """Compute feature tables and load what is new into the online store (incremental)."""
+    from pipelines.steps import build_features
+
+    settings = _settings()
+    with _step("building and materialising features"):
+        result, summaries = build_features(settings, force)
+    table = Table(title="materialisation")
+    for column in ("view", "rows", "entities", "seconds"):
+        table.add_column(column)
+    for s in summaries:
+        table.add_row(s.view, f"{s.rows:,}", f"{s.entities:,}", f"{s.seconds:.1f}")
+    console.print(table)
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Argument(help="recommender, forecaster or all")] = "all",
+    force: ForceOption = False,
+) -> None:
+    """Train, evaluate on a time holdout, log to MLflow and register as champion."""
+    from pipelines import steps
+
+    if model not in ("recommender", "forecaster", "all"):
+        raise typer.BadParameter("choose recommender, forecaster or all", param_hint="MODEL")
+    settings = _settings()
+    results = []
+    if model in ("recommender", "all"):
+        with _step("training the recommender"):
+            results.append(steps.train_recommender(settings, force))
+    if model in ("forecaster", "all"):
+        with _step("training the forecaster"):
+            results.append(steps.train_forecaster(settings, force))
+    _summary(results)
+
+
+def _start_server(settings: Settings, port: int) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "OMNISHELF_HOME": str(settings.home.resolve()),
+        "BENTOML_HOME": str(settings.data_dir / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:Omnishelf",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    log_file = open(settings.data_dir / "server.log", "w")  # noqa: SIM115 - lives with the server
+    return subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+
+
+def _wait_ready(server: subprocess.Popen, url: str, log_path: Path, timeout: float = 180) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise LookupError(f"the server exited with code {server.returncode}; see {log_path}")
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=2)
+            if response.status_code == 200:
+                return
+            if response.status_code == 503 and "champion" in response.text:
+                raise LookupError(f"server not ready: {response.text}")
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise LookupError(f"the server was not ready within {timeout:.0f} s; see {log_path}")
+
+
+@app.command()
+def serve(port: int = 3000) -> None:
+    """Start the BentoML service on 127.0.0.1 (Ctrl-C stops it)."""
+    settings = _settings()
+    server = _start_server(settings, port)
+    console.print(
+        f"serving on http://127.0.0.1:{port} (OpenAPI page: /docs); log: {settings.data_dir / 'server.log'}"
+    )
+    _serve_until_interrupted(server)
+
+
+def _serve_until_interrupted(server: subprocess.Popen) -> None:
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        console.print("stopping the server")
+    finally:
+        _stop(server)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@app.command()
+def demo(
+    once: Annotated[bool, typer.Option("--once", help="stop after calling each endpoint")] = False,
+    dataset: Annotated[
+        str, typer.Option(help="complete-journey or synthetic")
+    ] = "complete-journey",
+    port: int = 3000,
+    started_at: Annotated[
+        float | None, typer.Option(help="epoch seconds the demo began (make)")
+    ] = None,
+    results_file: Annotated[Path, typer.Option(help="where the demo figures go")] = Path(
+        "benchmarks/results/demo.json"
+    ),
+    force: ForceOption = False,
+) -> None:
+    """Data -> features -> training -> registry -> a running service answering, in one go."""
+    from pipelines import steps
+
+    began = started_at or time.time()
+    once = once or bool(os.environ.get("CI"))
+    settings = _settings()
+    results = []
+    if dataset == "complete-journey":
+        from features import complete_journey as source
+
+        name, loader, freq, country = (
+            source.NAME,
+            source.load_complete_journey,
+            source.FREQ,
+            source.COUNTRY,
+        )
+    elif dataset == "synthetic":
+        from features import synthetic as source
+
+        name, loader, freq, country = "synthetic-default", source.generate, source.FREQ, "US"
+    else:
+        raise typer.BadParameter("choose complete-journey or synthetic", param_hint="--dataset")
+    with _step(f"1/5 data: {name}"):
+        results.append(steps.ingest(settings, name, loader, freq, country, force))
+    with _step("2/5 features: Feast apply + materialise"):
+        results.append(steps.build_features(settings, force)[0])
+    with _step("3/5 recommender: ALS vs popularity"):
+        results.append(steps.train_recommender(settings, force))
+    with _step("4/5 forecaster: LightGBM vs seasonal naive"):
+        results.append(steps.train_forecaster(settings, force))
+    url = f"http://127.0.0.1:{port}"
+    with _step(f"5/5 service: bentoml serve on {url}"):
+        server = _start_server(settings, port)
+        try:
+            _wait_ready(server, url, settings.data_dir / "server.log")
+        except LookupError:
+            _stop(server)
+            raise
+    try:
+        _call_endpoints(settings, url)
+        wall = time.time() - began
+        _summary(results)
+        figures = {"demo_wall_s": round(wall, 1)}
+        for result in results:
+            figures.update(
+                {k: v for k, v in result.figures.items() if "recall" in k or "wape" in k}
+            )
+        if dataset == "complete-journey":
+            steps.write_results(results_file, figures)
+        console.print(json.dumps(figures))
+        console.print(
+            f"\nOpenAPI page: {url}/docs\nMLflow UI:    .venv/bin/mlflow ui --backend-store-uri "
+            f"{settings.resolved_tracking_uri} --port 5000  (then http://127.0.0.1:5000)"
+        )
+        if not once:
+            console.print("serving until Ctrl-C ...")
+            _serve_until_interrupted(server)
+    finally:
+        _stop(server)
+
+
+def _call_endpoints(settings: Settings, url: str) -> None:
+    """One call to each endpoint with ids taken from the data, answers printed."""
+    import httpx
+    import pandas as pd
+
+    from features.repo.definitions import FEATURE_TABLES
+
+    demand = pd.read_parquet(
+        settings.feast_dir / FEATURE_TABLES["store_product_demand"],
+        columns=["store_id", "product_id", "units_mean_13"],
+    )
+    busiest = (
+        demand.groupby(["store_id", "product_id"])["units_mean_13"]
+        .max()
+        .sort_values(ascending=False)
+    )
+    store_id = int(busiest.index[0][0])
+    products = [int(p) for s, p in busiest.index if s == store_id][:3]
+    customers = pd.read_parquet(settings.tables_dir / "customers.parquet", columns=["customer_id"])
+    calls = [
+        ("/recommend", {"customer_id": int(customers["customer_id"].iloc[0]), "k": 5}),
+        ("/recommend", {"customer_id": 987654321, "k": 5, "store_id": store_id}),
+        ("/forecast", {"store_id": store_id, "product_ids": products, "horizon_days": 14}),
+        (
+            "/restock",
+            {
+                "store_id": store_id,
+                "product_ids": products,
+                "on_hand": [3, 0, 10],
+                "lead_time_days": 2,
+                "service_level": 0.95,
+            },
+        ),
+    ]
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for route, body in calls:
+            response = client.post(route, json=body)
+            console.rule(f"POST {route} {json.dumps(body)} -> {response.status_code}")
+            console.print_json(response.text)
+        console.rule(f"GET /readyz -> {client.get('/readyz').status_code}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""The steps of the pipeline: ingest -> features -> train (+ evaluate, register).
+
+Each step is idempotent: it reuses what an earlier run built for the same data and code, and a
+`force` flag rebuilds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from features.contract import PRODUCT_ID, STORE_ID
+from features.dataset import DatasetInfo, load_info, load_tables, save_tables
+from features.engineering import (
+    EVENT_TIMESTAMP,
+    PERIOD,
+    PERIOD_DAYS,
+    UNITS,
+    customer_features,
+    demand_panel,
+    store_product_features,
+)
+from features.feature_store import (
+    apply_definitions,
+    historical_features,
+    materialize,
+    open_store,
+    write_atomically,
+    write_offline_tables,
+)
+from features.settings import Settings
+from training import plots, tracking
+from training.evaluation import recall_curve, recommender_scores, time_split
+from training.forecaster import DemandForecaster, seasonal_naive
+from training.metrics import bias, wape
+from training.recommender import ALSRecommender, NextBestProduct, PopularityRecommender
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = version("omnishelf")
+FINGERPRINT_FILE = "offline/dataset_fingerprint"
+RECALL_KS = [1, 5, 10, 20, 50]
+MIN_HISTORY_PERIODS = 4  # origins before this have too little history to learn from
+
+
+@dataclass
+class StepResult:
+    step: str
+    status: str  # built | reused
+    seconds: float
+    figures: dict = field(default_factory=dict)
+
+
+def ingest(settings: Settings, name: str, load, freq: str, country: str, force: bool) -> StepResult:
+    """Write the canonical tables unless the same dataset is already there."""
+    began = time.perf_counter()
+    try:
+        if not force and load_info(settings.tables_dir).name == name:
+            return StepResult("data", "reused", time.perf_counter() - began)
+    except FileNotFoundError:
+        pass
+    info = save_tables(load(), settings.tables_dir, name, freq, country)
+    return StepResult(
+        "data", "built", time.perf_counter() - began, {"transactions": info.transactions}
+    )
+
+
+def build_features(settings: Settings, force: bool = False) -> tuple[StepResult, list]:
+    """Feature tables -> Feast offline store; apply definitions; materialise what is new."""
+    began = time.perf_counter()
+    info = load_info(settings.tables_dir)
+    marker = settings.feast_dir / FINGERPRINT_FILE
+    current = marker.read_text() if marker.exists() else None
+    status = "reused"
+    if force or current != info.fingerprint:
+        if current is not None:
+            reset_feature_store(settings)
+        tables = load_tables(settings.tables_dir, ["transactions", "products", "customers"])
+        panel = demand_panel(tables, info.freq)
+        write_offline_tables(
+            settings,
+            {
+                "customer_activity": customer_features(tables),
+                "store_product_demand": store_product_features(panel, info.freq),
+            },
+        )
+        write_atomically(marker, info.fingerprint.encode())
+        status = "built"
+    store = open_store(settings)
+    apply_definitions(store)
+    summaries = materialize(settings, store)
+    rows = sum(s.rows for s in summaries)
+    return StepResult(
+        "features",
+        status if rows == 0 else "built",
+        time.perf_counter() - began,
+        {"rows materialised": rows},
+    ), summaries
+
+
+def reset_feature_store(settings: Settings) -> None:
+    """A different dataset replaces the online rows and the registry's materialisation history."""
+    store = open_store(settings)
+    store.teardown()
+    if settings.registry_url is None:
+        shutil.rmtree(settings.feast_dir, ignore_errors=True)
+    else:
+        store.registry.teardown()
+
+
+def _trained_on(settings: Settings, registered_name: str, info: DatasetInfo) -> bool:
+    found = tracking.champion_version(registered_name)
+    return (
+        found is not None
+        and found.tags.get("dataset_fingerprint") == info.fingerprint
+        and found.tags.get("code_version") == CODE_VERSION
+    )
+
+
+def _run_tags(info: DatasetInfo) -> dict[str, str]:
+    return {
+        "dataset": info.name,
+        "dataset_fingerprint": info.fingerprint,
+        "data_window": f"{info.start} .. {info.end}",
+        "code_version": CODE_VERSION,
+    }
+
+
+def train_recommender(settings: Settings, force: bool = False) -> StepResult:
+    """ALS vs popularity on a 28-day time split, then the champion refit on all data."""
+    began = time.perf_counter()
+    info = load_info(settings.tables_dir)
+    if not force and _trained_on(settings, settings.recommender_name, info):
+        return StepResult(
+            "recommender",
+            "reused",
+            time.perf_counter() - began,
+            _champion_metrics(settings.recommender_name),
+        )
+    transactions = load_tables(settings.tables_dir, ["transactions"])["transactions"]
+    split = time_split(transactions, test_days=28)
+    if len(split.customers) == 0:
+        raise ValueError("no customer bought both before and in the last 28 days: cannot evaluate")
+    als = ALSRecommender()
+    candidates = {
+        "als": als.fit(split.train),
+        "popularity": PopularityRecommender().fit(split.train),
+    }
+    metrics, curves = {}, {}
+    for name, model in candidates.items():
+        recommended, _ = model.recommend(split.customers, max(RECALL_KS))
+        for metric, value in recommender_scores(split, recommended).items():
+            metrics[f"{name}_{metric}"] = value
+        curves[name] = recall_curve(split, recommended, RECALL_KS)
+    metrics["evaluated_customers"] = len(split.customers)
+    with mlflow.start_run(run_name="recommender"):
+        mlflow.set_tags(
+            {**_run_tags(info), "model_family": "recommender", "split_cutoff": str(split.cutoff)}
+        )
+        mlflow.log_params({f"als_{k}": v for k, v in als.get_params().items()} | {"test_days": 28})
+        mlflow.log_metrics(metrics)
+        mlflow.log_figure(plots.recall_curve_figure(RECALL_KS, curves), "recall_at_k.png")
+        mlflow.log_table(
+            pd.DataFrame({"k": RECALL_KS} | {f"{n}_recall": c for n, c in curves.items()}),
+            "recall_at_k.json",
+        )
+        served = NextBestProduct(
+            ALSRecommender(**als.get_params()).fit(transactions),
+            PopularityRecommender().fit(transactions),
+        )
+        registered = tracking.register(served, settings.recommender_name, _run_tags(info))
+    return StepResult(
+        "recommender",
+        f"built v{registered}",
+        time.perf_counter() - began,
+        _headline(metrics, "recall_at_10"),
+    )
+
+
+def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
+    """LightGBM on Feast point-in-time features; scored on the last horizon it never saw."""
+    began = time.perf_counter()
+    info = load_info(settings.tables_dir)
+    if not force and _trained_on(settings, settings.forecaster_name, info):
+        return StepResult(
+            "forecaster",
+            "reused",
+            time.perf_counter() - began,
+            _champion_metrics(settings.forecaster_name),
+        )
+    tables = load_tables(settings.tables_dir, ["transactions", "products"])
+    panel = demand_panel(tables, info.freq)
+    model = DemandForecaster(info.freq, info.country)
+    grid = np.sort(panel[PERIOD].unique())
+    if len(grid) < MIN_HISTORY_PERIODS + 2 * model.horizon:
+        raise ValueError(
+            f"{len(grid)} periods of data are too few for a {model.horizon}-period holdout; "
+            f"need at least {MIN_HISTORY_PERIODS + 2 * model.horizon}"
+        )
+    cutoff = pd.Timestamp(grid[-model.horizon])
+    series = panel[[STORE_ID, PRODUCT_ID]].drop_duplicates()
+    # Daily origins every 3rd day cycle through the weekdays at a third of the cost.
+    stride = 3 if info.freq == "D" else 1
+    origins = grid[MIN_HISTORY_PERIODS::stride]
+    store = open_store(settings)
+    at_origins = historical_features(
+        store, "demand_v1", series.merge(pd.DataFrame({EVENT_TIMESTAMP: origins}), how="cross")
+    )
+    train_rows = at_origins[at_origins[EVENT_TIMESTAMP] < cutoff]
+    model.fit(train_rows, panel[panel[PERIOD] < cutoff])
+    at_cutoff = historical_features(store, "demand_v1", series.assign(**{EVENT_TIMESTAMP: cutoff}))
+    holdout = model.predict(at_cutoff).merge(panel, on=[STORE_ID, PRODUCT_ID, PERIOD])
+    baseline = seasonal_naive(panel, cutoff, info.freq, model.horizon).merge(
+        panel, on=[STORE_ID, PRODUCT_ID, PERIOD]
+    )
+    metrics = {
+        "forecast_wape": wape(holdout[UNITS], holdout["forecast"]),
+        "forecast_bias": bias(holdout[UNITS], holdout["forecast"]),
+        "snaive_wape": wape(baseline[UNITS], baseline["forecast"]),
+        "series": len(series),
+        "training_rows": model.training_rows_,
+    }
+    with mlflow.start_run(run_name="forecaster"):
+        mlflow.set_tags(
+            {
+                **_run_tags(info),
+                "model_family": "forecaster",
+                "freq": info.freq,
+                "holdout_start": str(cutoff),
+            }
+        )
+        mlflow.log_params(
+            model.params | {"num_boost_round": model.num_boost_round, "horizon": model.horizon}
+        )
+        mlflow.log_metrics(metrics)
+        history = panel[
+            (panel[PERIOD] < cutoff)
+            & (panel[PERIOD] >= cutoff - pd.Timedelta(days=PERIOD_DAYS[info.freq] * 20))
+        ]
+        mlflow.log_figure(
+            plots.forecast_figure(history, holdout, baseline), "forecast_vs_actual.png"
+        )
+        mlflow.log_figure(
+            plots.importance_figure(model.feature_importance()), "feature_importance.png"
+        )
+        final = DemandForecaster(info.freq, info.country, params=model.params).fit(
+            at_origins, panel
+        )
+        registered = tracking.register(final, settings.forecaster_name, _run_tags(info))
+    return StepResult(
+        "forecaster",
+        f"built v{registered}",
+        time.perf_counter() - began,
+        _headline(metrics, "wape"),
+    )
+
+
+def _headline(metrics: dict, contains: str) -> dict:
+    return {k: round(v, 4) for k, v in metrics.items() if contains in k}
+
+
+def _champion_metrics(registered_name: str) -> dict:
+    found = tracking.champion_version(registered_name)
+    run = mlflow.get_run(found.run_id)
+    wanted = "recall_at_10" if "recommender" in registered_name else "wape"
+    return _headline(run.data.metrics, wanted)
+
+
+def write_results(path, figures: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, (json.dumps(figures, indent=2) + "\n").encode())

@@ -1,0 +1,91 @@
+"""Request and response bodies of the service, with the limits the OpenAPI page shows."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from pydantic import BaseModel, Field, model_validator
+
+MAX_PRODUCTS = 1000
+
+
+class RecommendRequest(BaseModel):
+    customer_id: int = Field(..., ge=0, description="resolved customer id")
+    k: int = Field(10, ge=1, le=100, description="how many products")
+    store_id: int | None = Field(None, ge=0, description="recommend for this store's shoppers")
+    exclude_purchased: bool = Field(False, description="leave out products the customer bought")
+
+
+class RecommendedItem(BaseModel):
+    product_id: int
+    score: float
+    rank: int
+
+
+class RecommendResponse(BaseModel):
+    customer_id: int
+    items: list[RecommendedItem]
+    personalized: bool
+    fallback: str | None = Field(
+        None, description="why the answer is not personalised, if it is not"
+    )
+    model_version: str
+
+
+class ForecastRequest(BaseModel):
+    store_id: int = Field(..., ge=0)
+    product_ids: list[int] = Field(..., min_length=1, max_length=MAX_PRODUCTS)
+    horizon_days: int = Field(28, ge=1, le=28, description="days ahead, at most 28")
+
+
+class ForecastPeriod(BaseModel):
+    period_start: date
+    units: float
+
+
+class ProductForecast(BaseModel):
+    product_id: int
+    periods: list[ForecastPeriod]
+
+
+class ForecastResponse(BaseModel):
+    store_id: int
+    freq: str = Field(..., description="D (daily) or W (weekly, starting Monday) periods")
+    origin: date
+    forecasts: list[ProductForecast]
+    model_version: str
+
+
+class RestockRequest(BaseModel):
+    store_id: int = Field(..., ge=0)
+    product_ids: list[int] = Field(..., min_length=1, max_length=MAX_PRODUCTS)
+    on_hand: list[Annotated[float, Field(ge=0)]] = Field(
+        ..., description="units on hand, one per product, not negative"
+    )
+    lead_time_days: int = Field(2, ge=0, le=21)
+    service_level: float = Field(0.95, ge=0.5, le=0.999)
+
+    @model_validator(mode="after")
+    def _one_stock_level_per_product(self) -> RestockRequest:
+        if len(self.on_hand) != len(self.product_ids):
+            raise ValueError(
+                f"on_hand has {len(self.on_hand)} values for {len(self.product_ids)} product_ids"
+            )
+        return self
+
+
+class RestockLine(BaseModel):
+    product_id: int
+    on_hand: float
+    expected_demand: float
+    order_up_to: float
+    order_quantity: int
+
+
+class RestockResponse(BaseModel):
+    store_id: int
+    lead_time_days: int
+    service_level: float
+    orders: list[RestockLine]
+    model_version: str

@@ -1,0 +1,212 @@
+"""The omnishelf service: next-best-product, demand forecast and restock orders over HTTP.
+
+Models come from the MLflow registry (the `champion` alias) and features from the Feast online
+store, both once at start-up. BentoML adds /healthz, /livez, /readyz, /metrics and the OpenAPI
+page at /docs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import bentoml
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+
+from serving.schemas import (
+    ForecastRequest,
+    ForecastResponse,
+    RecommendRequest,
+    RecommendResponse,
+    RestockRequest,
+    RestockResponse,
+)
+
+with bentoml.importing():
+    import numpy as np
+    import pandas as pd
+
+    from features.contract import CUSTOMER_ID, PRODUCT_ID, STORE_ID
+    from features.engineering import EVENT_TIMESTAMP, PERIOD_DAYS
+    from features.feature_store import online_features, open_store
+    from features.settings import Settings
+    from training import tracking
+    from training.restock import order_quantities
+
+log = logging.getLogger(__name__)
+
+
+def not_found(field: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field}, status_code=404)
+
+
+@bentoml.service(workers=1, traffic={"timeout": 30})
+class Omnishelf:
+    def __init__(self) -> None:
+        self.settings = Settings()
+        self.problems: list[str] = []
+        tracking.configure(
+            self.settings.resolved_tracking_uri,
+            self.settings.experiment,
+            self.settings.mlruns_dir / "artifacts",
+        )
+        self.recommender = self.forecaster = None
+        try:
+            self.recommender, self.recommender_version = tracking.load_champion(
+                self.settings.recommender_name
+            )
+            self.forecaster, self.forecaster_version = tracking.load_champion(
+                self.settings.forecaster_name
+            )
+        except LookupError as error:
+            self.problems.append(str(error))
+        try:
+            self.feature_store = open_store(self.settings)
+            self.feature_store.get_feature_service("recommender_v1")
+        except Exception as error:  # any failure here means "not ready", reported on /readyz
+            self.feature_store = None
+            self.problems.append(f"feature store at {self.settings.feast_dir} unusable: {error}")
+        for problem in self.problems:
+            log.error("not ready: %s", problem)
+
+    def __is_ready__(self) -> bool:
+        if self.problems:
+            # BentoML's /readyz only says "not ready"; raising puts the reason in the body.
+            raise HTTPException(status_code=503, detail="; ".join(self.problems))
+        return True
+
+    def _require(self, model, name: str) -> None:
+        if model is None or self.feature_store is None:
+            raise HTTPException(
+                status_code=503, detail=f"{name} unavailable: {'; '.join(self.problems)}"
+            )
+
+    @bentoml.api(route="/recommend", input_spec=RecommendRequest)
+    def recommend(self, **request) -> RecommendResponse:
+        """Next-best products for one customer; popular products when the customer is new or
+        opted out."""
+        body = RecommendRequest(**request)
+        self._require(self.recommender, "recommender")
+        popularity = self.recommender.popularity
+        if body.store_id is not None and body.store_id not in popularity.store_products_:
+            return not_found("store_id", f"unknown store_id {body.store_id}")
+        fallback = None
+        try:
+            profile = online_features(
+                self.feature_store, "recommender_v1", [{CUSTOMER_ID: body.customer_id}]
+            )
+            opted_out = profile["opt_out"].iloc[0] == 1
+        except Exception as error:  # the model alone still answers; say so
+            log.warning("online features unavailable for /recommend: %s", type(error).__name__)
+            opted_out, fallback = False, "feature_store_unavailable"
+        ids, scores, personalized = self.recommender.recommend(
+            np.array([body.customer_id]),
+            body.k,
+            exclude_purchased=body.exclude_purchased,
+            store_id=body.store_id,
+            personalize=np.array([not opted_out]),
+        )
+        if opted_out:
+            fallback = "opted_out"
+        elif not personalized[0]:
+            fallback = fallback or "unknown_customer"
+        items = [
+            {"product_id": int(p), "score": float(s), "rank": rank}
+            for rank, (p, s) in enumerate(zip(ids[0], scores[0], strict=True), start=1)
+            if p >= 0
+        ]
+        return RecommendResponse(
+            customer_id=body.customer_id,
+            items=items,
+            personalized=bool(personalized[0]),
+            fallback=fallback,
+            model_version=f"{self.settings.recommender_name}/{self.recommender_version}",
+        )
+
+    def _forecast(self, store_id: int, product_ids: list[int]) -> pd.DataFrame | JSONResponse:
+        """Forecast rows for the products, or a 404 naming the unknown ids."""
+        known = self.forecaster.series_
+        if store_id not in known.get_level_values(0):
+            return not_found("store_id", f"store_id {store_id} has no forecast series")
+        pairs = pd.MultiIndex.from_arrays([[store_id] * len(product_ids), product_ids])
+        unknown = [p for p, ok in zip(product_ids, pairs.isin(known), strict=True) if not ok]
+        if unknown:
+            return not_found(
+                "product_ids",
+                f"no forecast series at store {store_id} for product_ids {unknown[:10]}",
+            )
+        rows = [{STORE_ID: store_id, PRODUCT_ID: p} for p in product_ids]
+        features = online_features(self.feature_store, "demand_v1", rows)
+        features[EVENT_TIMESTAMP] = self.forecaster.next_origin_
+        return self.forecaster.predict(
+            features[[STORE_ID, PRODUCT_ID, EVENT_TIMESTAMP, *self.forecaster.input_names_]]
+        )
+
+    @bentoml.api(route="/forecast", input_spec=ForecastRequest)
+    def forecast(self, **request) -> ForecastResponse:
+        """Units each product will sell at the store, per period, over the coming days."""
+        body = ForecastRequest(**request)
+        self._require(self.forecaster, "forecaster")
+        predicted = self._forecast(body.store_id, body.product_ids)
+        if isinstance(predicted, JSONResponse):
+            return predicted
+        periods = math.ceil(body.horizon_days / PERIOD_DAYS[self.forecaster.freq])
+        predicted = predicted[predicted["step"] <= periods]
+        forecasts = [
+            {
+                "product_id": int(product),
+                "periods": [
+                    {"period_start": row.period.date(), "units": round(float(row.forecast), 3)}
+                    for row in group.itertuples()
+                ],
+            }
+            for product, group in predicted.groupby(PRODUCT_ID, sort=False)
+        ]
+        return ForecastResponse(
+            store_id=body.store_id,
+            freq=self.forecaster.freq,
+            origin=self.forecaster.next_origin_.date(),
+            forecasts=forecasts,
+            model_version=f"{self.settings.forecaster_name}/{self.forecaster_version}",
+        )
+
+    @bentoml.api(route="/restock", input_spec=RestockRequest)
+    def restock(self, **request) -> RestockResponse:
+        """Order quantities: order-up-to level over lead time + a 7-day review, minus stock."""
+        body = RestockRequest(**request)
+        self._require(self.forecaster, "forecaster")
+        predicted = self._forecast(body.store_id, body.product_ids)
+        if isinstance(predicted, JSONResponse):
+            return predicted
+        rows = [{STORE_ID: body.store_id, PRODUCT_ID: p} for p in body.product_ids]
+        spread = online_features(self.feature_store, "restock_v1", rows)["units_std_13"]
+        matrix = predicted.pivot(index=PRODUCT_ID, columns="step", values="forecast").loc[
+            body.product_ids
+        ]
+        n = len(body.product_ids)
+        result = order_quantities(
+            matrix.to_numpy(),
+            PERIOD_DAYS[self.forecaster.freq],
+            demand_std=spread.fillna(0.0).to_numpy(),
+            on_hand=np.array(body.on_hand),
+            lead_time_days=np.full(n, body.lead_time_days),
+            service_level=body.service_level,
+        )
+        orders = [
+            {
+                "product_id": product,
+                "on_hand": body.on_hand[i],
+                "expected_demand": round(float(result["expected_demand"][i]), 3),
+                "order_up_to": round(float(result["order_up_to"][i]), 3),
+                "order_quantity": int(result["order_quantity"][i]),
+            }
+            for i, product in enumerate(body.product_ids)
+        ]
+        return RestockResponse(
+            store_id=body.store_id,
+            lead_time_days=body.lead_time_days,
+            service_level=body.service_level,
+            orders=orders,
+            model_version=f"{self.settings.forecaster_name}/{self.forecaster_version}",
+        )

@@ -1,0 +1,54 @@
+"""Figures logged with every run, so reviewers see what the metrics summarise."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; the CLI and CI have no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from features.engineering import PERIOD, UNITS  # noqa: E402
+from training.forecaster import FORECAST  # noqa: E402
+
+
+def recall_curve_figure(ks: list[int], curves: dict[str, list[float]]):
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, values in curves.items():
+        axis.plot(ks, values, marker="o", markersize=3, label=name)
+    axis.set(xlabel="k", ylabel="Recall@k", title="Recall@k on the time-split holdout")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def forecast_figure(history: pd.DataFrame, holdout: pd.DataFrame, baseline: pd.DataFrame):
+    """Total units per period: history, actual holdout, forecast and baseline."""
+    figure, axis = plt.subplots(figsize=(8, 4))
+    axis.plot(history.groupby(PERIOD)[UNITS].sum(), color="grey", label="history")
+    axis.plot(holdout.groupby(PERIOD)[UNITS].sum(), color="black", marker="o", label="actual")
+    axis.plot(
+        holdout.groupby(PERIOD)[FORECAST].sum(), color="tab:blue", marker="o", label="forecast"
+    )
+    axis.plot(
+        baseline.groupby(PERIOD)[FORECAST].sum(),
+        color="tab:orange",
+        ls="--",
+        label="seasonal naive",
+    )
+    axis.set(ylabel="units, all series", title="Forecast vs actual on the holdout")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    return figure
+
+
+def importance_figure(importance: pd.Series):
+    figure, axis = plt.subplots(figsize=(6, 4))
+    importance.head(15)[::-1].plot.barh(ax=axis)
+    axis.set(xlabel="gain", title="Forecaster feature importance")
+    figure.tight_layout()
+    return figure
