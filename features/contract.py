@@ -1,4 +1,4 @@
-"""The data contract: canonical tables, their columns and dtypes, and the checks every source passes.
+"""The data contract: canonical tables, their columns and dtypes, and the checks on every source.
 
 Every loader (Complete Journey, the synthetic generator, a user's import) produces these tables, and
 everything downstream reads only these. Ids are integers; timestamps are naive local store time.
@@ -131,7 +131,7 @@ TABLES: dict[str, Table] = {
         ),
         Table(
             "promotions",
-            "promotion periods by store x product (end date inclusive)",
+            "promotion periods by store x product (end date inclusive; optional)",
             (
                 _id(STORE_ID, "store"),
                 _id(PRODUCT_ID, "product"),
@@ -141,6 +141,8 @@ TABLES: dict[str, Table] = {
                 Column("price", "float", "promoted unit price", False, True, default=np.nan),
             ),
             references={PRODUCT_ID: "products", STORE_ID: "stores"},
+            # Not derivable from transactions: an import without a promotions file must still save.
+            required=False,
         ),
         Table(
             "inventory",
@@ -195,7 +197,7 @@ class DataContractError(ValueError):
 
 
 def _coerce(values: pd.Series, kind: str) -> pd.Series:
-    """Cast to the canonical dtype; values that do not parse become NaN/NaT (counted by the caller)."""
+    """Cast to the canonical dtype; unparsable values become NaN/NaT (the caller counts them)."""
     if kind in ("id", "int") and pd.api.types.is_integer_dtype(values):
         return values
     if kind == "float" and pd.api.types.is_float_dtype(values):
@@ -213,6 +215,11 @@ def _coerce(values: pd.Series, kind: str) -> pd.Series:
         if getattr(stamps.dt, "tz", None) is not None:
             stamps = stamps.dt.tz_localize(None)
         stamps = stamps.astype("datetime64[ns]")
+        retry = stamps.isna() & values.notna()
+        if retry.any():  # rows in another format than the first, e.g. a date without its time
+            again = pd.to_datetime(values[retry], errors="coerce", format="mixed")
+            if again.dtype == "datetime64[ns]":
+                stamps[retry] = again
         if kind == "date" and not (stamps.dt.floor("D") == stamps).all():
             stamps = stamps.dt.normalize()
         return stamps
@@ -260,6 +267,7 @@ def conform(frame: pd.DataFrame, table: str, source: str) -> pd.DataFrame:
             unparsed = values.isna() & raw.notna()
             if present and unparsed.any():
                 example = raw[unparsed].iloc[0]
+                example = example.item() if hasattr(example, "item") else example
                 raise DataContractError(
                     source,
                     f"expected {col.kind} values, got e.g. {example!r}",

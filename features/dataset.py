@@ -93,7 +93,7 @@ def home_stores(sales: pd.DataFrame) -> pd.DataFrame:
 def save_tables(
     tables: dict[str, pd.DataFrame], directory: Path, name: str, freq: str, country: str
 ) -> DatasetInfo:
-    """Write the tables and their metadata; readers see the old dataset or the new one, never half."""
+    """Write the tables and their metadata; readers see the old dataset or the new, never half."""
     for table in TABLES.values():
         if table.required and table.name not in tables:
             raise DataContractError(name, f"table '{table.name}' is required")

@@ -66,7 +66,7 @@ def demand_panel(
         .groupby([STORE_ID, PRODUCT_ID, PERIOD], sort=False)
         .sum()
     )
-    active_periods = grouped.groupby(level=[0, 1]).size()
+    active_periods = (grouped[UNITS] > 0).groupby(level=[0, 1]).sum()
     active = active_periods.index[active_periods >= min_active_share * len(grid)]
     if len(active) == 0:
         raise ValueError(
@@ -86,7 +86,7 @@ def demand_panel(
 
 
 def _trailing_mean(matrix: np.ndarray, window: int) -> np.ndarray:
-    """Mean of the last `window` columns up to and including each column; NaN before enough history."""
+    """Mean of the last `window` columns up to each column; NaN before enough history."""
     padded = np.concatenate([np.zeros((matrix.shape[0], 1)), np.cumsum(matrix, axis=1)], axis=1)
     out = np.full(matrix.shape, np.nan)
     out[:, window - 1 :] = (padded[:, window:] - padded[:, :-window]) / window
@@ -103,7 +103,8 @@ def store_product_features(panel: pd.DataFrame, freq: str) -> pd.DataFrame:
     columns: dict[str, np.ndarray] = {}
     for lag in STORE_PRODUCT_LAGS:
         shifted = np.full(units.shape, np.nan)
-        shifted[:, lag - 1 :] = units[:, : n_periods - lag + 1]
+        if lag <= n_periods:  # a lag longer than the data stays NaN
+            shifted[:, lag - 1 :] = units[:, : n_periods - lag + 1]
         columns[f"units_lag_{lag}"] = shifted
     for window in STORE_PRODUCT_WINDOWS:
         mean = _trailing_mean(units, window)

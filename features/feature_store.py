@@ -45,7 +45,7 @@ def repo_config(settings: Settings) -> dict:
 
 
 def open_store(settings: Settings):
-    """A FeatureStore for the workspace; writes feature_store.yaml so `feast` CLI works there too."""
+    """The workspace's FeatureStore; writes feature_store.yaml so the `feast` CLI works too."""
     from feast import FeatureStore
 
     settings.feast_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from features.settings import Settings
 
 console = Console()
 app = typer.Typer(
-    help="omnishelf: next-best-product, demand forecasts and restock orders for omnichannel retail.",
+    help="omnishelf: next-best-product, demand forecasts and restock orders, omnichannel.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -43,18 +43,20 @@ def main() -> None:
     try:
         app()
     except USER_ERRORS as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False)
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 
-def _settings() -> Settings:
+def _settings(tracked: bool = True) -> Settings:
+    """Settings from the environment; `tracked` commands also point MLflow at its store."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings()
-    from training import tracking
+    if tracked:
+        from training import tracking
 
-    tracking.configure(
-        settings.resolved_tracking_uri, settings.experiment, settings.mlruns_dir / "artifacts"
-    )
+        tracking.configure(
+            settings.resolved_tracking_uri, settings.experiment, settings.mlruns_dir / "artifacts"
+        )
     return settings
 
 
@@ -133,7 +135,7 @@ def import_files(
     from features.dataset import save_tables
     from features.importer import import_tables
 
-    settings = _settings()
+    settings = _settings(tracked=False)
     with _step(f"importing {mapping}"):
         tables, options = import_tables(mapping)
         info = save_tables(
@@ -241,7 +243,8 @@ def serve(port: int = 3000) -> None:
     settings = _settings()
     server = _start_server(settings, port)
     console.print(
-        f"serving on http://127.0.0.1:{port} (OpenAPI page: /docs); log: {settings.data_dir / 'server.log'}"
+        f"serving on http://127.0.0.1:{port} (OpenAPI page: /docs); "
+        f"log: {settings.data_dir / 'server.log'}"
     )
     _serve_until_interrupted(server)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 MAX_PRODUCTS = 1000
 
@@ -33,9 +33,20 @@ class RecommendResponse(BaseModel):
     model_version: str
 
 
+def _unique(product_ids: list[int]) -> list[int]:
+    if len(set(product_ids)) != len(product_ids):
+        raise ValueError("product_ids must not repeat a product")
+    return product_ids
+
+
+ProductIds = Annotated[
+    list[int], Field(min_length=1, max_length=MAX_PRODUCTS), AfterValidator(_unique)
+]
+
+
 class ForecastRequest(BaseModel):
     store_id: int = Field(..., ge=0)
-    product_ids: list[int] = Field(..., min_length=1, max_length=MAX_PRODUCTS)
+    product_ids: ProductIds
     horizon_days: int = Field(28, ge=1, le=28, description="days ahead, at most 28")
 
 
@@ -59,7 +70,7 @@ class ForecastResponse(BaseModel):
 
 class RestockRequest(BaseModel):
     store_id: int = Field(..., ge=0)
-    product_ids: list[int] = Field(..., min_length=1, max_length=MAX_PRODUCTS)
+    product_ids: ProductIds
     on_hand: list[Annotated[float, Field(ge=0)]] = Field(
         ..., description="units on hand, one per product, not negative"
     )

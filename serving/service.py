@@ -76,18 +76,20 @@ class Omnishelf:
             raise HTTPException(status_code=503, detail="; ".join(self.problems))
         return True
 
-    def _require(self, model, name: str) -> None:
+    def _unavailable(self, model, name: str) -> JSONResponse | None:
+        """A 503 naming what is missing (BentoML turns exceptions raised here into 500s)."""
         if model is None or self.feature_store is None:
-            raise HTTPException(
-                status_code=503, detail=f"{name} unavailable: {'; '.join(self.problems)}"
-            )
+            message = f"{name} unavailable: {'; '.join(self.problems)}"
+            return JSONResponse({"error": message}, status_code=503)
+        return None
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     def recommend(self, **request) -> RecommendResponse:
         """Next-best products for one customer; popular products when the customer is new or
         opted out."""
         body = RecommendRequest(**request)
-        self._require(self.recommender, "recommender")
+        if unavailable := self._unavailable(self.recommender, "recommender"):
+            return unavailable
         popularity = self.recommender.popularity
         if body.store_id is not None and body.store_id not in popularity.store_products_:
             return not_found("store_id", f"unknown store_id {body.store_id}")
@@ -147,7 +149,8 @@ class Omnishelf:
     def forecast(self, **request) -> ForecastResponse:
         """Units each product will sell at the store, per period, over the coming days."""
         body = ForecastRequest(**request)
-        self._require(self.forecaster, "forecaster")
+        if unavailable := self._unavailable(self.forecaster, "forecaster"):
+            return unavailable
         predicted = self._forecast(body.store_id, body.product_ids)
         if isinstance(predicted, JSONResponse):
             return predicted
@@ -175,7 +178,8 @@ class Omnishelf:
     def restock(self, **request) -> RestockResponse:
         """Order quantities: order-up-to level over lead time + a 7-day review, minus stock."""
         body = RestockRequest(**request)
-        self._require(self.forecaster, "forecaster")
+        if unavailable := self._unavailable(self.forecaster, "forecaster"):
+            return unavailable
         predicted = self._forecast(body.store_id, body.product_ids)
         if isinstance(predicted, JSONResponse):
             return predicted

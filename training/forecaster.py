@@ -114,7 +114,7 @@ class DemandForecaster:
         return self
 
     def predict(self, at_origin: pd.DataFrame) -> pd.DataFrame:
-        """Forecast every step of every series: store_id, product_id, origin, step, period, forecast."""
+        """Every step of every series: store_id, product_id, origin, step, period, forecast."""
         rows = self._design(at_origin)
         rows[FORECAST] = self.booster_.predict(rows[self.feature_names_].astype("float32"))
         return rows[[STORE_ID, PRODUCT_ID, ORIGIN, STEP, PERIOD, FORECAST]]

@@ -8,7 +8,7 @@ import numpy as np
 
 
 def recall_at_k(relevant: Sequence[set], recommended: Sequence[Sequence], k: int) -> float:
-    """Mean over users of |top-k ∩ relevant| / |relevant|; users without relevant items are skipped."""
+    """Mean over users of |top-k ∩ relevant| / |relevant|; users with nothing relevant skipped."""
     scores = [
         len(set(list(recs)[:k]) & truth) / len(truth)
         for truth, recs in zip(relevant, recommended, strict=True)

@@ -142,12 +142,13 @@ class ALSRecommender:
                 columns, values = self.model_.recommend(
                     rows[known],
                     self.user_items_[rows[known]],
-                    N=k,
+                    # implicit pads past the catalogue with index 0, not -1: never ask for more
+                    N=min(k, len(self.product_index_)),
                     filter_already_liked_items=exclude_purchased,
                 )
             columns = np.atleast_2d(columns)
             values = np.atleast_2d(values)
-            valid = columns >= 0
+            valid = (columns >= 0) & np.isfinite(values)
             ids[known[:, None], np.arange(columns.shape[1])] = np.where(
                 valid, self.product_index_.to_numpy()[np.maximum(columns, 0)], -1
             )

@@ -29,7 +29,7 @@ def order_quantities(
         forecast: (n_series, n_periods) units per period from the forecast origin on.
         period_days: length of a period in days (1 or 7).
         demand_std: (n_series,) spread of units per period.
-        on_hand, lead_time_days, on_order: (n_series,) current stock, supplier lead time, open orders.
+        on_hand, lead_time_days, on_order: (n_series,) stock, supplier lead time, open orders.
         service_level: target probability of not running out before the next delivery (0.5-0.999).
     """
     forecast = np.atleast_2d(np.asarray(forecast, dtype=float))

@@ -1,0 +1,101 @@
+"""A whole workspace built once per session on small synthetic data: tables, Feast repo, MLflow
+store, registered champions; and the real `bentoml serve` answering on a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from features import synthetic
+from features.settings import Settings
+from pipelines import steps
+from training import tracking
+
+SMALL = synthetic.SyntheticConfig(
+    n_customers=300, n_stores=3, n_products=40, n_categories=4, days=120, seed=11
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> dict:
+    home = tmp_path_factory.mktemp("workspace")
+    settings = Settings(home=home)
+    tracking.configure(
+        settings.resolved_tracking_uri, settings.experiment, settings.mlruns_dir / "artifacts"
+    )
+    tables = synthetic.generate(SMALL)
+    results = {
+        "data": steps.ingest(settings, "synthetic-small", lambda: tables, "D", "US", force=False),
+        "features": steps.build_features(settings)[0],
+        "recommender": steps.train_recommender(settings),
+        "forecaster": steps.train_forecaster(settings),
+    }
+    return {"settings": settings, "tables": tables, "results": results}
+
+
+def start_server(home: Path, port: int) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "OMNISHELF_HOME": str(home),
+        "BENTOML_HOME": str(home / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:Omnishelf",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    log = open(home / f"server-{port}.log", "w")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_until_answering(server: subprocess.Popen, url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"server exited with {server.returncode}"
+        try:
+            httpx.get(f"{url}/livez", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.3)
+    raise TimeoutError(f"no answer from {url} within {timeout} s")
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+@pytest.fixture(scope="session")
+def service(workspace):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(workspace["settings"].home, port)
+    try:
+        wait_until_answering(server, url)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            yield client
+    finally:
+        stop(server)

@@ -1,0 +1,175 @@
+"""The real `bentoml serve` process: answers, fallbacks and precise 4xx errors."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.integration.conftest import free_port, start_server, stop, wait_until_answering
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ids(workspace):
+    tables = workspace["tables"]
+    settings = workspace["settings"]
+    demand = pd.read_parquet(settings.feast_dir / "offline" / "store_product_demand.parquet")
+    store_id = int(demand["store_id"].iloc[0])
+    products = demand.loc[demand["store_id"] == store_id, "product_id"].unique()[:3]
+    customers = tables["customers"]
+    sales = tables["transactions"]
+    return {
+        "store_id": store_id,
+        "products": [int(p) for p in products],
+        "known": int(
+            sales.loc[
+                ~sales["customer_id"].isin(customers.loc[customers["opt_out"], "customer_id"]),
+                "customer_id",
+            ].iloc[0]
+        ),
+        "opted_out": int(customers.loc[customers["opt_out"], "customer_id"].iloc[0]),
+        "stores": set(tables["stores"]["store_id"]),
+    }
+
+
+def test_ready(service):
+    assert service.get("/readyz").status_code == 200
+    assert service.get("/healthz").status_code == 200
+
+
+def test_openapi_page_lists_the_endpoints(service):
+    spec = service.get("/docs.json").json()
+    for route in ("/recommend", "/forecast", "/restock"):
+        assert route in spec["paths"]
+
+
+def test_known_customer_gets_personalised_products(service, ids):
+    answer = service.post("/recommend", json={"customer_id": ids["known"], "k": 7}).json()
+    assert answer["personalized"] is True and answer["fallback"] is None
+    products = [item["product_id"] for item in answer["items"]]
+    assert len(products) == 7 == len(set(products))
+    assert [item["rank"] for item in answer["items"]] == list(range(1, 8))
+    assert answer["model_version"].startswith("omnishelf-recommender/")
+
+
+def test_exclude_purchased_leaves_out_bought_products(service, ids, workspace):
+    sales = workspace["tables"]["transactions"]
+    bought = set(sales.loc[sales["customer_id"] == ids["known"], "product_id"])
+    answer = service.post(
+        "/recommend", json={"customer_id": ids["known"], "k": 5, "exclude_purchased": True}
+    ).json()
+    assert answer["items"] and not bought & {item["product_id"] for item in answer["items"]}
+
+
+def test_unknown_customer_gets_popular_products_in_store(service, ids):
+    answer = service.post(
+        "/recommend", json={"customer_id": 99999999, "k": 5, "store_id": ids["store_id"]}
+    ).json()
+    assert answer["personalized"] is False
+    assert answer["fallback"] == "unknown_customer"
+    assert len(answer["items"]) == 5
+
+
+def test_opted_out_customer_is_never_personalised(service, ids):
+    answer = service.post("/recommend", json={"customer_id": ids["opted_out"], "k": 5}).json()
+    assert answer["personalized"] is False
+    assert answer["fallback"] == "opted_out"
+
+
+def test_forecast_covers_the_horizon_per_product(service, ids):
+    body = {"store_id": ids["store_id"], "product_ids": ids["products"], "horizon_days": 10}
+    answer = service.post("/forecast", json=body).json()
+    assert answer["freq"] == "D"
+    assert [f["product_id"] for f in answer["forecasts"]] == ids["products"]
+    for forecast in answer["forecasts"]:
+        assert len(forecast["periods"]) == 10
+        units = np.array([p["units"] for p in forecast["periods"]])
+        assert (units >= 0).all() and units.sum() > 0
+        assert forecast["periods"][0]["period_start"] == answer["origin"]
+
+
+def test_restock_orders_what_stock_does_not_cover(service, ids):
+    body = {
+        "store_id": ids["store_id"],
+        "product_ids": ids["products"][:2],
+        "on_hand": [0, 10_000],
+        "lead_time_days": 2,
+        "service_level": 0.95,
+    }
+    answer = service.post("/restock", json=body).json()
+    empty, full = answer["orders"]
+    assert empty["order_quantity"] >= 1
+    assert empty["order_quantity"] == pytest.approx(np.ceil(empty["order_up_to"]), abs=1)
+    assert empty["order_up_to"] >= empty["expected_demand"] > 0
+    assert full["order_quantity"] == 0
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "field"),
+    [
+        ("/recommend", {"customer_id": 1, "k": 0}, "k"),
+        ("/recommend", {"customer_id": 1, "k": 101}, "k"),
+        ("/recommend", {"customer_id": "abc"}, "customer_id"),
+        ("/recommend", {"k": 5}, "customer_id"),
+        ("/forecast", {"store_id": 1, "product_ids": [1], "horizon_days": 29}, "horizon_days"),
+        ("/forecast", {"store_id": 1, "product_ids": []}, "product_ids"),
+        ("/forecast", {"store_id": 1, "product_ids": [5, 5]}, "product_ids"),
+        ("/restock", {"store_id": 1, "product_ids": [1], "on_hand": [-1]}, "on_hand"),
+        (
+            "/restock",
+            {"store_id": 1, "product_ids": [1], "on_hand": [1], "service_level": 1.5},
+            "service_level",
+        ),
+    ],
+)
+def test_invalid_requests_get_400_naming_the_field(service, route, body, field):
+    response = service.post(route, json=body)
+    assert response.status_code == 400
+    assert field in str([error["loc"] for error in response.json()["detail"]])
+    assert "Traceback" not in response.text
+
+
+def test_mismatched_stock_levels_are_rejected(service, ids):
+    body = {"store_id": ids["store_id"], "product_ids": ids["products"][:2], "on_hand": [1]}
+    response = service.post("/restock", json=body)
+    assert response.status_code == 400 and "on_hand" in response.text
+
+
+def test_malformed_json_is_a_400(service):
+    response = service.post(
+        "/recommend", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+
+
+def test_unknown_ids_get_404_naming_the_field(service, ids):
+    unknown_store = max(ids["stores"]) + 100
+    response = service.post("/recommend", json={"customer_id": 1, "store_id": unknown_store})
+    assert response.status_code == 404 and response.json()["field"] == "store_id"
+    response = service.post(
+        "/forecast", json={"store_id": ids["store_id"], "product_ids": [424242]}
+    )
+    assert response.status_code == 404 and response.json()["field"] == "product_ids"
+    assert "424242" in response.json()["error"]
+    response = service.post(
+        "/restock", json={"store_id": unknown_store, "product_ids": [1], "on_hand": [0]}
+    )
+    assert response.status_code == 404 and response.json()["field"] == "store_id"
+
+
+def test_without_a_champion_the_service_is_not_ready_and_says_why(tmp_path):
+    port = free_port()
+    server = start_server(tmp_path, port)
+    try:
+        import httpx
+
+        wait_until_answering(server, f"http://127.0.0.1:{port}")
+        response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+        assert response.status_code == 503
+        assert "no 'champion' version of model" in response.text
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/recommend", json={"customer_id": 1}, timeout=10
+        )
+        assert answer.status_code == 503 and "omnishelf train" in answer.text
+    finally:
+        stop(server)
