@@ -199,7 +199,9 @@ def train(
     _summary(results)
 
 
-def _start_server(settings: Settings, port: int) -> subprocess.Popen:
+def start_server(settings: Settings, port: int) -> subprocess.Popen:
+    """`bentoml serve` of the service for this workspace, logging to data/server.log."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
         "OMNISHELF_HOME": str(settings.home.resolve()),
@@ -244,7 +246,7 @@ def _wait_ready(server: subprocess.Popen, url: str, log_path: Path, timeout: flo
 def serve(port: int = 3000) -> None:
     """Start the BentoML service on 127.0.0.1 (Ctrl-C stops it)."""
     settings = _settings()
-    server = _start_server(settings, port)
+    server = start_server(settings, port)
     console.print(
         f"serving on http://127.0.0.1:{port} (OpenAPI page: /docs); "
         f"log: {settings.data_dir / 'server.log'}"
@@ -317,7 +319,7 @@ def demo(
         results.append(steps.train_forecaster(settings, force))
     url = f"http://127.0.0.1:{port}"
     with _step(f"5/5 service: bentoml serve on {url}"):
-        server = _start_server(settings, port)
+        server = start_server(settings, port)
         try:
             _wait_ready(server, url, settings.data_dir / "server.log")
         except LookupError:

@@ -116,7 +116,7 @@ def reset_feature_store(settings: Settings) -> None:
         store.registry.teardown()
 
 
-def _trained_on(settings: Settings, registered_name: str, info: DatasetInfo) -> bool:
+def _trained_on(registered_name: str, info: DatasetInfo) -> bool:
     found = tracking.champion_version(registered_name)
     return (
         found is not None
@@ -138,7 +138,7 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
     """ALS vs popularity on a 28-day time split, then the champion refit on all data."""
     began = time.perf_counter()
     info = load_info(settings.tables_dir)
-    if not force and _trained_on(settings, settings.recommender_name, info):
+    if not force and _trained_on(settings.recommender_name, info):
         return StepResult(
             "recommender",
             "reused",
@@ -189,7 +189,7 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
     """LightGBM on Feast point-in-time features; scored on the last horizon it never saw."""
     began = time.perf_counter()
     info = load_info(settings.tables_dir)
-    if not force and _trained_on(settings, settings.forecaster_name, info):
+    if not force and _trained_on(settings.forecaster_name, info):
         return StepResult(
             "forecaster",
             "reused",

@@ -3,10 +3,8 @@ store, registered champions; and the real `bentoml serve` answering on a free po
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 
 from features import synthetic
 from features.settings import Settings
-from pipelines import steps
+from pipelines import cli, steps
 from training import tracking
 
 SMALL = synthetic.SyntheticConfig(
@@ -47,25 +45,7 @@ def workspace(tmp_path_factory) -> dict:
 
 
 def start_server(home: Path, port: int) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "OMNISHELF_HOME": str(home),
-        "BENTOML_HOME": str(home / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "true",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        "serving.service:Omnishelf",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    log = open(home / f"server-{port}.log", "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return cli.start_server(Settings(home=home), port)
 
 
 def wait_until_answering(server: subprocess.Popen, url: str, timeout: float = 120) -> None:
