@@ -323,15 +323,3 @@ def check_references(
                     column,
                     int(unknown.sum()),
                 )
-
-
-def describe_contract() -> str:
-    """The contract as a Markdown table (kept in the README)."""
-    lines = ["| table | column | type | required | meaning |", "|---|---|---|---|---|"]
-    for spec in TABLES.values():
-        for col in spec.columns:
-            lines.append(
-                f"| {spec.name} | `{col.name}` | {col.kind} | {'yes' if col.required else 'no'} "
-                f"| {col.description} |"
-            )
-    return "\n".join(lines)

@@ -148,7 +148,7 @@ def customer_features(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     np.add.at(daily_orders, (row, day), 1.0)
     np.add.at(daily_sales, (row, day), orders["net_sales"].to_numpy())
     # Snapshot at the end of every 7th day: the features use days [.., d] and are stamped d + 1.
-    snapshot_days = np.arange(6, n_days, 7)
+    snapshot_days = np.unique(np.append(np.arange(6, n_days, 7), n_days - 1))
     columns = {}
     for window in CUSTOMER_WINDOWS_DAYS:
         columns[f"orders_{window}d"] = _trailing_sum_at(daily_orders, window, snapshot_days)

@@ -109,13 +109,19 @@ def build_features(settings: Settings, force: bool = False) -> tuple[StepResult,
 
 
 def reset_feature_store(settings: Settings) -> None:
-    """A different dataset replaces the online rows and the registry's materialisation history."""
+    """A different dataset replaces the online rows and the registry's materialisation history.
+
+    Only this project is removed: FeatureStore.teardown() would delete every project of a shared
+    SQL registry.
+    """
     store = open_store(settings)
-    store.teardown()
+    store._get_provider().teardown_infra(
+        settings.feast_project, store.list_feature_views(), store.list_entities()
+    )
     if settings.registry_url is None:
         shutil.rmtree(settings.feast_dir, ignore_errors=True)
     else:
-        store.registry.teardown()
+        store.registry.delete_project(settings.feast_project, commit=True)
 
 
 def _trained_on(registered_name: str, info: DatasetInfo) -> bool:
@@ -208,6 +214,7 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
             f"need at least {MIN_HISTORY_PERIODS + 2 * model.horizon}"
         )
     cutoff = pd.Timestamp(grid[-model.horizon])
+    panel = active_before(panel, cutoff)
     series = panel[[STORE_ID, PRODUCT_ID]].drop_duplicates()
     origins = grid[MIN_HISTORY_PERIODS :: origin_stride(len(series), len(grid), model.horizon)]
     store = open_store(settings)
@@ -261,6 +268,16 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
         time.perf_counter() - began,
         _headline(metrics, "wape"),
     )
+
+
+def active_before(panel: pd.DataFrame, cutoff: pd.Timestamp, share: float = 0.5) -> pd.DataFrame:
+    """Keep the series that sold in `share` of the periods before the holdout, so that which
+    series are scored does not depend on the holdout's own sales."""
+    before = panel[panel[PERIOD] < cutoff]
+    selling = (before[UNITS] > 0).groupby([before[STORE_ID], before[PRODUCT_ID]]).mean()
+    kept = selling.index[selling >= share]
+    keys = pd.MultiIndex.from_frame(panel[[STORE_ID, PRODUCT_ID]])
+    return panel[keys.isin(kept)]
 
 
 def origin_stride(n_series: int, n_periods: int, horizon: int) -> int:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import date
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 MAX_PRODUCTS = 1000
+MAX_ID = 2**63 - 1  # ids are int64 in the feature store
 
 
 class RecommendRequest(BaseModel):
-    customer_id: int = Field(..., ge=0, description="resolved customer id")
+    customer_id: int = Field(..., ge=0, le=MAX_ID, description="resolved customer id")
     k: int = Field(10, ge=1, le=100, description="how many products")
-    store_id: int | None = Field(None, ge=0, description="recommend for this store's shoppers")
+    store_id: int | None = Field(
+        None, ge=0, le=MAX_ID, description="store whose popular products answer new customers"
+    )
     exclude_purchased: bool = Field(False, description="leave out products the customer bought")
 
 
@@ -35,17 +39,20 @@ class RecommendResponse(BaseModel):
 
 def _unique(product_ids: list[int]) -> list[int]:
     if len(set(product_ids)) != len(product_ids):
-        raise ValueError("product_ids must not repeat a product")
+        repeated = sorted(p for p, n in Counter(product_ids).items() if n > 1)
+        raise ValueError(f"product_ids must not repeat a product; repeated: {repeated[:10]}")
     return product_ids
 
 
 ProductIds = Annotated[
-    list[int], Field(min_length=1, max_length=MAX_PRODUCTS), AfterValidator(_unique)
+    list[Annotated[int, Field(ge=0, le=MAX_ID)]],
+    Field(min_length=1, max_length=MAX_PRODUCTS),
+    AfterValidator(_unique),
 ]
 
 
 class ForecastRequest(BaseModel):
-    store_id: int = Field(..., ge=0)
+    store_id: int = Field(..., ge=0, le=MAX_ID)
     product_ids: ProductIds
     horizon_days: int = Field(28, ge=1, le=28, description="days ahead, at most 28")
 
@@ -69,9 +76,9 @@ class ForecastResponse(BaseModel):
 
 
 class RestockRequest(BaseModel):
-    store_id: int = Field(..., ge=0)
+    store_id: int = Field(..., ge=0, le=MAX_ID)
     product_ids: ProductIds
-    on_hand: list[Annotated[float, Field(ge=0)]] = Field(
+    on_hand: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
         ..., description="units on hand, one per product, not negative"
     )
     lead_time_days: int = Field(2, ge=0, le=21)

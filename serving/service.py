@@ -24,6 +24,7 @@ from serving.schemas import (
 )
 
 with bentoml.importing():
+    import mlflow
     import numpy as np
     import pandas as pd
 
@@ -46,21 +47,9 @@ class Omnishelf:
     def __init__(self) -> None:
         self.settings = Settings()
         self.problems: list[str] = []
-        tracking.configure(
-            self.settings.resolved_tracking_uri,
-            self.settings.experiment,
-            self.settings.mlruns_dir / "artifacts",
-        )
-        self.recommender = self.forecaster = None
-        try:
-            self.recommender, self.recommender_version = tracking.load_champion(
-                self.settings.recommender_name
-            )
-            self.forecaster, self.forecaster_version = tracking.load_champion(
-                self.settings.forecaster_name
-            )
-        except LookupError as error:
-            self.problems.append(str(error))
+        mlflow.set_tracking_uri(self.settings.resolved_tracking_uri)  # read only: no experiment
+        self.recommender, self.recommender_version = self._load(self.settings.recommender_name)
+        self.forecaster, self.forecaster_version = self._load(self.settings.forecaster_name)
         try:
             self.feature_store = open_store(self.settings)
             self.feature_store.get_feature_service("recommender_v1")
@@ -69,6 +58,14 @@ class Omnishelf:
             self.problems.append(f"feature store at {self.settings.feast_dir} unusable: {error}")
         for problem in self.problems:
             log.error("not ready: %s", problem)
+
+    def _load(self, registered_name: str):
+        """The champion of one model; a missing one leaves the other endpoints working."""
+        try:
+            return tracking.load_champion(registered_name)
+        except LookupError as error:
+            self.problems.append(str(error))
+            return None, None
 
     def __is_ready__(self) -> bool:
         if self.problems:
@@ -82,6 +79,15 @@ class Omnishelf:
             message = f"{name} unavailable: {'; '.join(self.problems)}"
             return JSONResponse({"error": message}, status_code=503)
         return None
+
+    def _online(self, service: str, rows: list[dict]) -> pd.DataFrame | JSONResponse:
+        """Online features, or a 503 naming the feature service (a forecast needs them)."""
+        try:
+            return online_features(self.feature_store, service, rows)
+        except Exception as error:
+            log.warning("online read of %s failed: %s", service, type(error).__name__)
+            message = f"feature service {service} unavailable ({type(error).__name__})"
+            return JSONResponse({"error": message}, status_code=503)
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     def recommend(self, **request) -> RecommendResponse:
@@ -98,10 +104,12 @@ class Omnishelf:
             profile = online_features(
                 self.feature_store, "recommender_v1", [{CUSTOMER_ID: body.customer_id}]
             )
-            opted_out = profile["opt_out"].iloc[0] == 1
-        except Exception as error:  # the model alone still answers; say so
+            consent = profile["opt_out"].iloc[0]
+            # No row means consent is unknown: treat it like an opt-out, never personalise.
+            opted_out = consent is None or consent != 0
+        except Exception as error:  # popularity still answers; say why
             log.warning("online features unavailable for /recommend: %s", type(error).__name__)
-            opted_out, fallback = False, "feature_store_unavailable"
+            consent, opted_out, fallback = None, True, "feature_store_unavailable"
         ids, scores, personalized = self.recommender.recommend(
             np.array([body.customer_id]),
             body.k,
@@ -109,10 +117,8 @@ class Omnishelf:
             store_id=body.store_id,
             personalize=np.array([not opted_out]),
         )
-        if opted_out:
-            fallback = "opted_out"
-        elif not personalized[0]:
-            fallback = fallback or "unknown_customer"
+        if fallback is None and not personalized[0]:
+            fallback = "opted_out" if consent == 1 else "unknown_customer"
         items = [
             {"product_id": int(p), "score": float(s), "rank": rank}
             for rank, (p, s) in enumerate(zip(ids[0], scores[0], strict=True), start=1)
@@ -139,7 +145,9 @@ class Omnishelf:
                 f"no forecast series at store {store_id} for product_ids {unknown[:10]}",
             )
         rows = [{STORE_ID: store_id, PRODUCT_ID: p} for p in product_ids]
-        features = online_features(self.feature_store, "demand_v1", rows)
+        features = self._online("demand_v1", rows)
+        if isinstance(features, JSONResponse):
+            return features
         features[EVENT_TIMESTAMP] = self.forecaster.next_origin_
         return self.forecaster.predict(
             features[[STORE_ID, PRODUCT_ID, EVENT_TIMESTAMP, *self.forecaster.input_names_]]
@@ -184,7 +192,10 @@ class Omnishelf:
         if isinstance(predicted, JSONResponse):
             return predicted
         rows = [{STORE_ID: body.store_id, PRODUCT_ID: p} for p in body.product_ids]
-        spread = online_features(self.feature_store, "restock_v1", rows)["units_std_13"]
+        spread = self._online("restock_v1", rows)
+        if isinstance(spread, JSONResponse):
+            return spread
+        spread = spread["units_std_13"]
         matrix = predicted.pivot(index=PRODUCT_ID, columns="step", values="forecast").loc[
             body.product_ids
         ]

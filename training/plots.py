@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: no global state, no display, nothing to close
 
-matplotlib.use("Agg")  # files only; the CLI and CI have no display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from features.engineering import PERIOD, UNITS  # noqa: E402
-from training.forecaster import FORECAST  # noqa: E402
+from features.engineering import PERIOD, UNITS
+from training.forecaster import FORECAST
 
 
 def recall_curve_figure(ks: list[int], curves: dict[str, list[float]]):
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
     for name, values in curves.items():
         axis.plot(ks, values, marker="o", markersize=3, label=name)
     axis.set(xlabel="k", ylabel="Recall@k", title="Recall@k on the time-split holdout")
@@ -26,7 +23,8 @@ def recall_curve_figure(ks: list[int], curves: dict[str, list[float]]):
 
 def forecast_figure(history: pd.DataFrame, holdout: pd.DataFrame, baseline: pd.DataFrame):
     """Total units per period: history, actual holdout, forecast and baseline."""
-    figure, axis = plt.subplots(figsize=(8, 4))
+    figure = Figure(figsize=(8, 4))
+    axis = figure.subplots()
     axis.plot(history.groupby(PERIOD)[UNITS].sum(), color="grey", label="history")
     axis.plot(holdout.groupby(PERIOD)[UNITS].sum(), color="black", marker="o", label="actual")
     axis.plot(
@@ -47,7 +45,8 @@ def forecast_figure(history: pd.DataFrame, holdout: pd.DataFrame, baseline: pd.D
 
 
 def importance_figure(importance: pd.Series):
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
     importance.head(15)[::-1].plot.barh(ax=axis)
     axis.set(xlabel="gain", title="Forecaster feature importance")
     figure.tight_layout()

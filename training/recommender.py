@@ -34,7 +34,6 @@ class PopularityRecommender:
         bought = purchases(transactions)
         orders = bought.groupby(PRODUCT_ID)["orders"].sum().sort_values(ascending=False)
         self.products_ = orders.index.to_numpy()
-        self.scores_ = (orders / orders.max()).to_numpy()
         sold = transactions[transactions[QUANTITY] > 0]
         per_store = sold.groupby([STORE_ID, PRODUCT_ID]).size().rename("orders").reset_index()
         per_store = per_store.sort_values([STORE_ID, "orders"], ascending=[True, False])
@@ -148,7 +147,8 @@ class ALSRecommender:
                 )
             columns = np.atleast_2d(columns)
             values = np.atleast_2d(values)
-            valid = (columns >= 0) & np.isfinite(values)
+            # implicit fills short lists with purchased items scored at float32's minimum
+            valid = (columns >= 0) & (values > np.finfo(np.float32).min / 2)
             ids[known[:, None], np.arange(columns.shape[1])] = np.where(
                 valid, self.product_index_.to_numpy()[np.maximum(columns, 0)], -1
             )
