@@ -19,6 +19,7 @@ EVENT_TIMESTAMP = "event_timestamp"
 PERIOD = "period"
 UNITS = "units"
 PERIOD_DAYS = {"D": 1, "W": 7}
+MIN_ACTIVE_SHARE = 0.5  # a series is forecast when it sold in at least this share of periods
 
 STORE_PRODUCT_LAGS = (1, 2, 3, 4, 7)
 STORE_PRODUCT_WINDOWS = (4, 13)  # periods
@@ -40,7 +41,7 @@ def period_grid(ts: pd.Series, freq: str) -> pd.DatetimeIndex:
 
 
 def demand_panel(
-    tables: dict[str, pd.DataFrame], freq: str, min_active_share: float = 0.5
+    tables: dict[str, pd.DataFrame], freq: str, min_active_share: float = MIN_ACTIVE_SHARE
 ) -> pd.DataFrame:
     """Units and sales per active store x product x period, zeros included.
 

@@ -8,15 +8,14 @@ in Redis and a SQL registry without touching code.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import pandas as pd
 import yaml
 
+from features.dataset import write_atomically
 from features.engineering import EVENT_TIMESTAMP
 from features.settings import Settings
 
@@ -52,14 +51,8 @@ def open_store(settings: Settings):
     config_file = settings.feast_dir / "feature_store.yaml"
     text = yaml.safe_dump(repo_config(settings), sort_keys=False)
     if not config_file.exists() or config_file.read_text() != text:
-        write_atomically(config_file, text.encode())
+        write_atomically(config_file, lambda path: path.write_text(text))
     return FeatureStore(repo_path=str(settings.feast_dir))
-
-
-def write_atomically(path: Path, payload: bytes) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(payload)
-    os.replace(partial, path)
 
 
 def write_offline_tables(settings: Settings, tables: dict[str, pd.DataFrame]) -> None:
@@ -67,11 +60,11 @@ def write_offline_tables(settings: Settings, tables: dict[str, pd.DataFrame]) ->
     from features.repo.definitions import FEATURE_TABLES
 
     for view, frame in tables.items():
-        path = settings.feast_dir / FEATURE_TABLES[view]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        as_utc(frame).to_parquet(partial, index=False)
-        os.replace(partial, path)
+        stamped = as_utc(frame)
+        write_atomically(
+            settings.feast_dir / FEATURE_TABLES[view],
+            lambda path, stamped=stamped: stamped.to_parquet(path, index=False),
+        )
 
 
 def as_utc(frame: pd.DataFrame) -> pd.DataFrame:

@@ -81,22 +81,39 @@ def _summary(results) -> None:
     console.print(table)
 
 
+def _complete_journey_source():
+    from features import complete_journey
+    from pipelines.steps import Source
+
+    return Source(
+        complete_journey.NAME,
+        complete_journey.load_complete_journey,
+        complete_journey.FREQ,
+        complete_journey.COUNTRY,
+    )
+
+
+def _synthetic_source(config=None):
+    """The generator's tables, named by their config so equal configs reuse stored tables."""
+    from features import synthetic
+    from pipelines.steps import Source
+
+    config = config or synthetic.SyntheticConfig()
+    name = (
+        f"synthetic-s{config.seed}-c{config.n_customers}-st{config.n_stores}"
+        f"-p{config.n_products}-d{config.days}"
+    )
+    return Source(name, lambda: synthetic.generate(config), synthetic.FREQ, config.country)
+
+
 @load_app.command("complete-journey")
 def load_complete_journey(force: ForceOption = False) -> None:
     """The 84.51 Complete Journey (1.47M lines, 2,469 households, 457 stores), weekly series."""
-    from features import complete_journey
     from pipelines.steps import ingest
 
     settings = _settings()
     with _step("loading Complete Journey"):
-        result = ingest(
-            settings,
-            complete_journey.NAME,
-            complete_journey.load_complete_journey,
-            complete_journey.FREQ,
-            complete_journey.COUNTRY,
-            force,
-        )
+        result = ingest(settings, _complete_journey_source(), force)
     _summary([result])
 
 
@@ -110,23 +127,15 @@ def load_synthetic(
     force: ForceOption = False,
 ) -> None:
     """The seeded omnichannel generator (channels, identities, stock-outs, true demand), daily."""
-    from features import synthetic
+    from features.synthetic import SyntheticConfig
     from pipelines.steps import ingest
 
     settings = _settings()
-    config = synthetic.SyntheticConfig(
+    config = SyntheticConfig(
         n_customers=customers, n_stores=stores, n_products=products, days=days, seed=seed
     )
-    name = f"synthetic-s{seed}-c{customers}-st{stores}-p{products}-d{days}"
     with _step("generating synthetic data"):
-        result = ingest(
-            settings,
-            name,
-            lambda: synthetic.generate(config),
-            synthetic.FREQ,
-            config.country,
-            force,
-        )
+        result = ingest(settings, _synthetic_source(config), force)
     _summary([result])
 
 
@@ -294,23 +303,12 @@ def demo(
     once = once or bool(os.environ.get("CI"))
     settings = _settings()
     results = []
-    if dataset == "complete-journey":
-        from features import complete_journey as source
-
-        name, loader, freq, country = (
-            source.NAME,
-            source.load_complete_journey,
-            source.FREQ,
-            source.COUNTRY,
-        )
-    elif dataset == "synthetic":
-        from features import synthetic as source
-
-        name, loader, freq, country = "synthetic-default", source.generate, source.FREQ, "US"
-    else:
+    sources = {"complete-journey": _complete_journey_source, "synthetic": _synthetic_source}
+    if dataset not in sources:
         raise typer.BadParameter("choose complete-journey or synthetic", param_hint="--dataset")
-    with _step(f"1/5 data: {name}"):
-        results.append(steps.ingest(settings, name, loader, freq, country, force))
+    source = sources[dataset]()
+    with _step(f"1/5 data: {source.name}"):
+        results.append(steps.ingest(settings, source, force))
     with _step("2/5 features: Feast apply + materialise"):
         results.append(steps.build_features(settings, force)[0])
     with _step("3/5 recommender: ALS vs popularity"):

@@ -11,6 +11,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
 
@@ -19,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from features.contract import PRODUCT_ID, STORE_ID
-from features.dataset import DatasetInfo, load_info, load_tables, save_tables
+from features.dataset import DatasetInfo, load_info, load_tables, save_tables, write_atomically
 from features.engineering import (
     EVENT_TIMESTAMP,
+    MIN_ACTIVE_SHARE,
     PERIOD,
     PERIOD_DAYS,
     UNITS,
@@ -34,7 +36,6 @@ from features.feature_store import (
     historical_features,
     materialize,
     open_store,
-    write_atomically,
     write_offline_tables,
 )
 from features.settings import Settings
@@ -50,6 +51,8 @@ CODE_VERSION = version("omnishelf")
 FINGERPRINT_FILE = "offline/dataset_fingerprint"
 RECALL_KS = [1, 5, 10, 20, 50]
 MIN_HISTORY_PERIODS = 4  # origins before this have too little history to learn from
+RECOMMENDER_HEADLINE = "recall_at_10"  # metrics shown in summaries and demo.json
+FORECASTER_HEADLINE = "wape"
 MAX_TRAINING_ROWS = 2_000_000  # series x origins x steps; LightGBM fits 2M rows in ~30 s here
 
 
@@ -61,15 +64,25 @@ class StepResult:
     figures: dict = field(default_factory=dict)
 
 
-def ingest(settings: Settings, name: str, load, freq: str, country: str, force: bool) -> StepResult:
+@dataclass(frozen=True)
+class Source:
+    """A dataset the pipeline can load: its name decides whether stored tables are reused."""
+
+    name: str
+    load: Callable[[], dict[str, pd.DataFrame]]
+    freq: str
+    country: str
+
+
+def ingest(settings: Settings, source: Source, force: bool = False) -> StepResult:
     """Write the canonical tables unless the same dataset is already there."""
     began = time.perf_counter()
     try:
-        if not force and load_info(settings.tables_dir).name == name:
+        if not force and load_info(settings.tables_dir).name == source.name:
             return StepResult("data", "reused", time.perf_counter() - began)
     except FileNotFoundError:
         pass
-    info = save_tables(load(), settings.tables_dir, name, freq, country)
+    info = save_tables(source.load(), settings.tables_dir, source.name, source.freq, source.country)
     return StepResult(
         "data", "built", time.perf_counter() - began, {"transactions": info.transactions}
     )
@@ -94,7 +107,7 @@ def build_features(settings: Settings, force: bool = False) -> tuple[StepResult,
                 "store_product_demand": store_product_features(panel, info.freq),
             },
         )
-        write_atomically(marker, info.fingerprint.encode())
+        write_atomically(marker, lambda path: path.write_text(info.fingerprint))
         status = "built"
     store = open_store(settings)
     apply_definitions(store)
@@ -124,13 +137,17 @@ def reset_feature_store(settings: Settings) -> None:
         store.registry.delete_project(settings.feast_project, commit=True)
 
 
-def _trained_on(registered_name: str, info: DatasetInfo) -> bool:
+def _reused(step: str, registered_name: str, info: DatasetInfo, headline: str, began: float):
+    """The step's result when the champion was trained on this data by this code, else None."""
     found = tracking.champion_version(registered_name)
-    return (
-        found is not None
-        and found.tags.get("dataset_fingerprint") == info.fingerprint
-        and found.tags.get("code_version") == CODE_VERSION
-    )
+    if (
+        found is None
+        or found.tags.get("dataset_fingerprint") != info.fingerprint
+        or found.tags.get("code_version") != CODE_VERSION
+    ):
+        return None
+    metrics = mlflow.get_run(found.run_id).data.metrics
+    return StepResult(step, "reused", time.perf_counter() - began, _headline(metrics, headline))
 
 
 def _run_tags(info: DatasetInfo) -> dict[str, str]:
@@ -146,13 +163,12 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
     """ALS vs popularity on a 28-day time split, then the champion refit on all data."""
     began = time.perf_counter()
     info = load_info(settings.tables_dir)
-    if not force and _trained_on(settings.recommender_name, info):
-        return StepResult(
-            "recommender",
-            "reused",
-            time.perf_counter() - began,
-            _champion_metrics(settings.recommender_name),
+    if not force and (
+        reused := _reused(
+            "recommender", settings.recommender_name, info, RECOMMENDER_HEADLINE, began
         )
+    ):
+        return reused
     transactions = load_tables(settings.tables_dir, ["transactions"])["transactions"]
     split = time_split(transactions, test_days=28)
     if len(split.customers) == 0:
@@ -189,7 +205,7 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
         "recommender",
         f"built v{registered}",
         time.perf_counter() - began,
-        _headline(metrics, "recall_at_10"),
+        _headline(metrics, RECOMMENDER_HEADLINE),
     )
 
 
@@ -197,13 +213,10 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
     """LightGBM on Feast point-in-time features; scored on the last horizon it never saw."""
     began = time.perf_counter()
     info = load_info(settings.tables_dir)
-    if not force and _trained_on(settings.forecaster_name, info):
-        return StepResult(
-            "forecaster",
-            "reused",
-            time.perf_counter() - began,
-            _champion_metrics(settings.forecaster_name),
-        )
+    if not force and (
+        reused := _reused("forecaster", settings.forecaster_name, info, FORECASTER_HEADLINE, began)
+    ):
+        return reused
     tables = load_tables(settings.tables_dir, ["transactions", "products"])
     panel = demand_panel(tables, info.freq)
     model = DemandForecaster(info.freq, info.country)
@@ -266,11 +279,13 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
         "forecaster",
         f"built v{registered}",
         time.perf_counter() - began,
-        _headline(metrics, "wape"),
+        _headline(metrics, FORECASTER_HEADLINE),
     )
 
 
-def active_before(panel: pd.DataFrame, cutoff: pd.Timestamp, share: float = 0.5) -> pd.DataFrame:
+def active_before(
+    panel: pd.DataFrame, cutoff: pd.Timestamp, share: float = MIN_ACTIVE_SHARE
+) -> pd.DataFrame:
     """Keep the series that sold in `share` of the periods before the holdout, so that which
     series are scored does not depend on the holdout's own sales."""
     before = panel[panel[PERIOD] < cutoff]
@@ -291,13 +306,5 @@ def _headline(metrics: dict, contains: str) -> dict:
     return {k: round(v, 4) for k, v in metrics.items() if contains in k}
 
 
-def _champion_metrics(registered_name: str) -> dict:
-    found = tracking.champion_version(registered_name)
-    run = mlflow.get_run(found.run_id)
-    wanted = "recall_at_10" if "recommender" in registered_name else "wape"
-    return _headline(run.data.metrics, wanted)
-
-
 def write_results(path, figures: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, (json.dumps(figures, indent=2) + "\n").encode())
+    write_atomically(path, lambda partial: partial.write_text(json.dumps(figures, indent=2) + "\n"))

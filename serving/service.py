@@ -99,17 +99,13 @@ class Omnishelf:
         popularity = self.recommender.popularity
         if body.store_id is not None and body.store_id not in popularity.store_products_:
             return not_found("store_id", f"unknown store_id {body.store_id}")
-        fallback = None
-        try:
-            profile = online_features(
-                self.feature_store, "recommender_v1", [{CUSTOMER_ID: body.customer_id}]
-            )
-            consent = profile["opt_out"].iloc[0]
-            # No row means consent is unknown: treat it like an opt-out, never personalise.
-            opted_out = consent is None or consent != 0
-        except Exception as error:  # popularity still answers; say why
-            log.warning("online features unavailable for /recommend: %s", type(error).__name__)
-            consent, opted_out, fallback = None, True, "feature_store_unavailable"
+        profile = self._online("recommender_v1", [{CUSTOMER_ID: body.customer_id}])
+        if isinstance(profile, JSONResponse):  # popularity still answers; say why
+            consent, fallback = None, "feature_store_unavailable"
+        else:
+            consent, fallback = profile["opt_out"].iloc[0], None
+        # No row means consent is unknown: treat it like an opt-out, never personalise.
+        opted_out = consent is None or consent != 0
         ids, scores, personalized = self.recommender.recommend(
             np.array([body.customer_id]),
             body.k,
@@ -132,8 +128,11 @@ class Omnishelf:
             model_version=f"{self.settings.recommender_name}/{self.recommender_version}",
         )
 
-    def _forecast(self, store_id: int, product_ids: list[int]) -> pd.DataFrame | JSONResponse:
-        """Forecast rows for the products, or a 404 naming the unknown ids."""
+    def _forecast(
+        self, store_id: int, product_ids: list[int], service: str
+    ) -> tuple[pd.DataFrame, pd.DataFrame] | JSONResponse:
+        """The online features of `service` and the forecast rows for the products, or an error
+        answer (404 naming unknown ids, 503 when the feature store fails)."""
         known = self.forecaster.series_
         if store_id not in known.get_level_values(0):
             return not_found("store_id", f"store_id {store_id} has no forecast series")
@@ -145,13 +144,14 @@ class Omnishelf:
                 f"no forecast series at store {store_id} for product_ids {unknown[:10]}",
             )
         rows = [{STORE_ID: store_id, PRODUCT_ID: p} for p in product_ids]
-        features = self._online("demand_v1", rows)
+        features = self._online(service, rows)
         if isinstance(features, JSONResponse):
             return features
         features[EVENT_TIMESTAMP] = self.forecaster.next_origin_
-        return self.forecaster.predict(
+        predicted = self.forecaster.predict(
             features[[STORE_ID, PRODUCT_ID, EVENT_TIMESTAMP, *self.forecaster.input_names_]]
         )
+        return features, predicted
 
     @bentoml.api(route="/forecast", input_spec=ForecastRequest)
     def forecast(self, **request) -> ForecastResponse:
@@ -159,9 +159,10 @@ class Omnishelf:
         body = ForecastRequest(**request)
         if unavailable := self._unavailable(self.forecaster, "forecaster"):
             return unavailable
-        predicted = self._forecast(body.store_id, body.product_ids)
-        if isinstance(predicted, JSONResponse):
-            return predicted
+        answer = self._forecast(body.store_id, body.product_ids, "demand_v1")
+        if isinstance(answer, JSONResponse):
+            return answer
+        _, predicted = answer
         periods = math.ceil(body.horizon_days / PERIOD_DAYS[self.forecaster.freq])
         predicted = predicted[predicted["step"] <= periods]
         forecasts = [
@@ -188,14 +189,11 @@ class Omnishelf:
         body = RestockRequest(**request)
         if unavailable := self._unavailable(self.forecaster, "forecaster"):
             return unavailable
-        predicted = self._forecast(body.store_id, body.product_ids)
-        if isinstance(predicted, JSONResponse):
-            return predicted
-        rows = [{STORE_ID: body.store_id, PRODUCT_ID: p} for p in body.product_ids]
-        spread = self._online("restock_v1", rows)
-        if isinstance(spread, JSONResponse):
-            return spread
-        spread = spread["units_std_13"]
+        answer = self._forecast(body.store_id, body.product_ids, "restock_v1")
+        if isinstance(answer, JSONResponse):
+            return answer
+        features, predicted = answer
+        spread = features["units_std_13"]
         matrix = predicted.pivot(index=PRODUCT_ID, columns="step", values="forecast").loc[
             body.product_ids
         ]

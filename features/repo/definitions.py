@@ -102,8 +102,8 @@ demand_v1 = FeatureService(
 )
 restock_v1 = FeatureService(
     name="restock_v1",
-    features=[store_product_demand[["units_mean_4", "units_std_13"]]],
-    description="demand level and spread for order-up-to levels",
+    features=[store_product_demand],
+    description="the forecaster's inputs and the demand spread for order-up-to levels",
     owner=OWNER,
 )
 

@@ -36,7 +36,7 @@ def workspace(tmp_path_factory) -> dict:
     )
     tables = synthetic.generate(SMALL)
     results = {
-        "data": steps.ingest(settings, "synthetic-small", lambda: tables, "D", "US", force=False),
+        "data": steps.ingest(settings, steps.Source("synthetic-small", lambda: tables, "D", "US")),
         "features": steps.build_features(settings)[0],
         "recommender": steps.train_recommender(settings),
         "forecaster": steps.train_forecaster(settings),

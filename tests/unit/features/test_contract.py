@@ -217,26 +217,33 @@ def test_check_references_passes_when_every_id_is_known():
     check_references(_dimension_tables())
 
 
-def test_check_references_reports_unknown_products_with_count():
+@pytest.mark.parametrize(
+    ("owner", "keep", "sources", "expected", "message", "missing_id"),
+    [
+        # product 100 goes missing: two lines refer to it
+        (
+            "products",
+            [1],
+            {"transactions": "sales.csv"},
+            ("sales.csv", "product_id", 2),
+            "unknown ids not in products",
+            "[100]",
+        ),
+        # store 2 goes missing: one line
+        ("stores", [0], None, ("transactions", "store_id", 1), "stores", "[2]"),
+    ],
+)
+def test_check_references_reports_unknown_ids_with_count(
+    owner, keep, sources, expected, message, missing_id
+):
     tables = _dimension_tables()
-    tables["products"] = tables["products"].iloc[[1]]  # 100 goes missing: two lines refer to it
+    tables[owner] = tables[owner].iloc[keep]
     with pytest.raises(DataContractError) as caught:
-        check_references(tables, {"transactions": "sales.csv"})
+        check_references(tables, sources)
     error = caught.value
-    assert (error.source, error.column, error.rows) == ("sales.csv", "product_id", 2)
-    assert "unknown ids not in products" in str(error)
-    assert "[100]" in str(error)
-
-
-def test_check_references_reports_unknown_stores_with_count():
-    tables = _dimension_tables()
-    tables["stores"] = tables["stores"].iloc[[0]]  # store 2 goes missing: one line
-    with pytest.raises(DataContractError) as caught:
-        check_references(tables)
-    error = caught.value
-    assert (error.source, error.column, error.rows) == ("transactions", "store_id", 1)
-    assert "stores" in str(error)
-    assert "[2]" in str(error)
+    assert (error.source, error.column, error.rows) == expected
+    assert message in str(error)
+    assert missing_id in str(error)
 
 
 def test_check_references_skips_owner_tables_that_are_absent():
