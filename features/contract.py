@@ -160,11 +160,20 @@ TABLES: dict[str, Table] = {
         ),
         Table(
             "identities",
-            "channel identities of each resolved customer (optional)",
+            "channel identities and the keys that match them across channels (optional)",
             (
                 Column(CHANNEL, "str", "channel of the identity"),
                 Column("channel_customer_id", "str", "id of the person in that channel"),
-                _id(CUSTOMER_ID, "resolved customer"),
+                _id(CUSTOMER_ID, "account the channel's transactions use (before resolution)"),
+                Column("phone_hash", "str", "salted hash of the phone number", False, default=""),
+                Column("email_hash", "str", "salted hash of the email", False, default=""),
+                Column(
+                    "linked_to",
+                    "str",
+                    "declared link to another identity, as channel:channel_customer_id",
+                    False,
+                    default="",
+                ),
             ),
             references={CUSTOMER_ID: "customers"},
             required=False,
@@ -323,3 +332,20 @@ def check_references(
                     column,
                     int(unknown.sum()),
                 )
+
+
+def identity_key(channel: pd.Series, channel_customer_id: pd.Series) -> pd.Series:
+    return channel.astype(str) + ":" + channel_customer_id.astype(str)
+
+
+def check_identities(identities: pd.DataFrame, source: str) -> None:
+    """Identity keys must be unique: one row per channel identity."""
+    keys = identity_key(identities[CHANNEL], identities["channel_customer_id"])
+    repeated = keys[keys.duplicated()]
+    if len(repeated):
+        raise DataContractError(
+            source,
+            f"channel identities repeat, e.g. {repeated.iloc[0]}",
+            "channel_customer_id",
+            len(repeated),
+        )

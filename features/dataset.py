@@ -15,6 +15,7 @@ import holidays
 import pandas as pd
 
 from features.contract import (
+    CHANNEL,
     CUSTOMER_ID,
     DATE,
     PRODUCT_ID,
@@ -22,6 +23,7 @@ from features.contract import (
     TABLES,
     TS,
     DataContractError,
+    check_identities,
     check_references,
     conform,
 )
@@ -74,12 +76,29 @@ def complete_tables(
         "stores": lambda: pd.DataFrame({STORE_ID: sales[STORE_ID].unique()}),
         "customers": lambda: home_stores(sales),
         "calendar": lambda: build_calendar(sales[TS].min(), sales[TS].max(), country),
+        "identities": lambda: account_identities(sales),
     }
     for name, derive in derived.items():
         if name not in tables:
             tables[name] = conform(derive(), name, sources[name])
     check_references(tables, sources)
+    check_identities(tables["identities"], sources["identities"])
     return tables
+
+
+def account_identities(sales: pd.DataFrame) -> pd.DataFrame:
+    """Without an identities table each account is one identity, in the channel it uses most."""
+    counts = sales.groupby([CUSTOMER_ID, CHANNEL], sort=False).size().rename("n").reset_index()
+    top = counts.sort_values([CUSTOMER_ID, "n"], ascending=[True, False]).drop_duplicates(
+        CUSTOMER_ID
+    )
+    return pd.DataFrame(
+        {
+            CHANNEL: top[CHANNEL].to_numpy(),
+            "channel_customer_id": top[CUSTOMER_ID].astype(str).to_numpy(),
+            CUSTOMER_ID: top[CUSTOMER_ID].to_numpy(),
+        }
+    )
 
 
 def home_stores(sales: pd.DataFrame) -> pd.DataFrame:

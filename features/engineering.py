@@ -1,11 +1,19 @@
 """Feature tables computed from the canonical tables, stamped for point-in-time joins.
 
-A row stamped `event_timestamp = T` uses only events before T: features of the period that ends at
-T are stamped with its exclusive end. A training or serving request at time T therefore sees the
-periods that ended at or before T and nothing after.
+A row stamped `event_timestamp = T` uses only events strictly before T: features of a period or
+day that ends at T are stamped with its exclusive end. A training or serving request at time T
+therefore sees the periods that ended at or before T and nothing after. Stamps are naive midnights.
 
-Store x product features are on the dataset's period grid (days or weeks); customer features are
-weekly snapshots over windows in days, whatever the grid.
+Four tables, each with its own snapshot scheme; windows are in days whatever the grid:
+- `store_product_features`: per active store x product series on the dataset's period grid (days or
+  weeks): lags in periods, trailing means/spread over 7/28/91 days, price, promotions and stock.
+- `customer_features`: weekly snapshots and one at the last day, from each customer's first order:
+  recency, frequency, value, channel mix, top categories and the customer's own purchase cycle.
+- `store_features`: one row per store per day: sales velocity, baskets, promotions and stockouts.
+- `product_features`: snapshots every 28 days and at the last day: price, reach and repeat rate.
+
+Windowed sums are prefix sums over events sorted by (entity, day), read with `searchsorted` (see
+`_DaySums`), so the cost grows with the number of events and of rows out, never entities x days.
 """
 
 from __future__ import annotations
@@ -13,7 +21,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.contract import CUSTOMER_ID, ORDER_ID, PRODUCT_ID, STORE_ID, TS
+from features.contract import (
+    CHANNEL,
+    CHANNELS,
+    CUSTOMER_ID,
+    DATE,
+    DISCOUNT,
+    NET_SALES,
+    ORDER_ID,
+    PRODUCT_ID,
+    QUANTITY,
+    STORE_ID,
+    TS,
+)
 
 EVENT_TIMESTAMP = "event_timestamp"
 PERIOD = "period"
@@ -21,9 +41,16 @@ UNITS = "units"
 PERIOD_DAYS = {"D": 1, "W": 7}
 MIN_ACTIVE_SHARE = 0.5  # a series is forecast when it sold in at least this share of periods
 
-STORE_PRODUCT_LAGS = (1, 2, 3, 4, 7)
-STORE_PRODUCT_WINDOWS = (4, 13)  # periods
-CUSTOMER_WINDOWS_DAYS = (28, 91)
+STORE_PRODUCT_LAGS = (1, 2, 3, 4, 7)  # periods
+STORE_PRODUCT_WINDOWS_DAYS = (7, 28, 91)  # means over each; spread over the two longest
+PROMO_WINDOW_DAYS = 28
+CUSTOMER_WINDOWS_DAYS = (7, 28, 91)
+CUSTOMER_SNAPSHOT_DAYS = 7
+MIX_WINDOW_DAYS = 91  # channel shares and top categories
+TOP_CATEGORIES = 3
+STORE_WINDOW_DAYS = 28
+PRODUCT_WINDOW_DAYS = 91
+PRODUCT_SNAPSHOT_DAYS = 28
 
 
 def period_start(ts: pd.Series, freq: str) -> pd.Series:
@@ -86,6 +113,104 @@ def demand_panel(
     return panel.sort_values([STORE_ID, PRODUCT_ID, PERIOD], ignore_index=True)
 
 
+# ---- helpers --------------------------------------------------------------------------------
+
+
+class _DaySums:
+    """Sums of event weights per group over day ranges, from prefix sums of the sorted events.
+
+    Events are (group, day) pairs with named weights; `between` answers any number of
+    (group, start, end) queries at once, counting the events with start <= day < end.
+    """
+
+    def __init__(self, group: np.ndarray, day: np.ndarray, **weights: np.ndarray):
+        group, day = np.asarray(group, dtype="int64"), np.asarray(day, dtype="int64")
+        self._first = int(day.min()) if len(day) else 0
+        self._span = int(day.max()) - self._first + 2 if len(day) else 1
+        code = group * self._span + (day - self._first)
+        order = np.argsort(code, kind="stable")
+        self._code = code[order]
+        self._cum = {
+            name: np.concatenate([[0.0], np.cumsum(np.asarray(w, dtype="float64")[order])])
+            for name, w in weights.items()
+        }
+
+    def _position(self, group: np.ndarray, day: np.ndarray) -> np.ndarray:
+        offset = np.clip(np.asarray(day, dtype="int64") - self._first, 0, self._span - 1)
+        return np.searchsorted(self._code, np.asarray(group, dtype="int64") * self._span + offset)
+
+    def between(
+        self, name: str, group: np.ndarray, start: np.ndarray | None, end: np.ndarray
+    ) -> np.ndarray:
+        """Weight `name` of each group's events on days [start, end); all history if no start."""
+        cum = self._cum[name]
+        low = self._position(group, np.full(len(group), self._first) if start is None else start)
+        return cum[self._position(group, end)] - cum[low]
+
+
+def _ragged(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(owner, value) pairs for value in range(starts[i], stops[i]) of every owner i, flattened."""
+    counts = np.maximum(np.asarray(stops) - np.asarray(starts), 0)
+    owner = np.repeat(np.arange(len(counts)), counts)
+    first_of_owner = np.repeat(np.cumsum(counts) - counts, counts)
+    return owner, np.arange(counts.sum()) - first_of_owner + np.asarray(starts)[owner]
+
+
+def _day_index(stamps: pd.Series, origin: pd.Timestamp) -> np.ndarray:
+    """Whole days from `origin` (a midnight) to each stamp's day."""
+    days = stamps.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
+    return (days - origin.to_datetime64().astype("datetime64[D]")).astype("int64")
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values; by sorting, as plain np.unique (hash-based in numpy 2.4) is slow."""
+    ordered = np.sort(values)
+    return ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
+
+
+def _snapshot_ends(n_days: int, step: int) -> np.ndarray:
+    """Exclusive ends (in days) of the snapshot windows: every `step` days and the last day."""
+    return _distinct(np.append(np.arange(step, n_days + 1, step), n_days))
+
+
+def _in_windows(day: np.ndarray, ends: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """(event, snapshot) pairs for the snapshots whose window [end - window, end) holds the day."""
+    first = np.searchsorted(ends, day, side="right")
+    last = np.searchsorted(ends, day + window, side="right")
+    return _ragged(first, last)
+
+
+def _first_per_group(group: np.ndarray, day: np.ndarray, n_groups: int) -> np.ndarray:
+    first = np.full(n_groups, np.iinfo("int64").max)
+    np.minimum.at(first, group, day)
+    return first
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, NaN where the denominator is 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / denominator, np.nan)
+
+
+def _float_columns(frame: pd.DataFrame, columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    for name, values in columns.items():
+        frame[name] = np.asarray(values).reshape(-1).astype("float32")
+    return frame
+
+
+def _lookup(keys: pd.Series, values: np.ndarray, query: np.ndarray, missing: object) -> np.ndarray:
+    """values[i] where keys[i] == query, `missing` for queries not among the keys."""
+    index = pd.Index(keys).get_indexer(query)
+    out = np.asarray(values)[np.maximum(index, 0)]
+    if (index < 0).any():
+        out = out.astype(object if isinstance(missing, str) else np.result_type(out, missing))
+        out[index < 0] = missing
+    return out
+
+
+# ---- store x product ------------------------------------------------------------------------
+
+
 def _trailing_mean(matrix: np.ndarray, window: int) -> np.ndarray:
     """Mean of the last `window` columns up to each column; NaN before enough history."""
     padded = np.concatenate([np.zeros((matrix.shape[0], 1)), np.cumsum(matrix, axis=1)], axis=1)
@@ -94,10 +219,21 @@ def _trailing_mean(matrix: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def store_product_features(panel: pd.DataFrame, freq: str) -> pd.DataFrame:
-    """Lags, trailing means/spread and last price per series, stamped at each period's end."""
+def store_product_features(
+    panel: pd.DataFrame, freq: str, tables: dict[str, pd.DataFrame] | None = None
+) -> pd.DataFrame:
+    """Lags, trailing means/spread, last price, promotions and stock per series, per period.
+
+    Args:
+        panel: the dense panel of `demand_panel`, sorted by store, product and period.
+        freq: its grid, "D" or "W"; windows in days cover days // PERIOD_DAYS[freq] periods.
+        tables: the canonical tables, for `promotions` and `inventory` when they are present.
+
+    Returns:
+        One row per series and period, stamped at the period's exclusive end.
+    """
     grid = np.sort(panel[PERIOD].unique())
-    n_periods = len(grid)
+    n_periods, period_days = len(grid), PERIOD_DAYS[freq]
     keys = panel[[STORE_ID, PRODUCT_ID]].iloc[::n_periods].reset_index(drop=True)
     units = panel[UNITS].to_numpy(dtype="float64").reshape(-1, n_periods)
     sales = panel["net_sales"].to_numpy(dtype="float64").reshape(-1, n_periods)
@@ -107,19 +243,25 @@ def store_product_features(panel: pd.DataFrame, freq: str) -> pd.DataFrame:
         if lag <= n_periods:  # a lag longer than the data stays NaN
             shifted[:, lag - 1 :] = units[:, : n_periods - lag + 1]
         columns[f"units_lag_{lag}"] = shifted
-    for window in STORE_PRODUCT_WINDOWS:
-        mean = _trailing_mean(units, window)
-        columns[f"units_mean_{window}"] = mean
-    longest = max(STORE_PRODUCT_WINDOWS)
-    square_mean = _trailing_mean(units**2, longest)
-    columns[f"units_std_{longest}"] = np.sqrt(
-        np.maximum(square_mean - columns[f"units_mean_{longest}"] ** 2, 0.0)
+    for days in STORE_PRODUCT_WINDOWS_DAYS:
+        columns[f"units_mean_{days}d"] = _trailing_mean(units, days // period_days)
+    for days in STORE_PRODUCT_WINDOWS_DAYS[1:]:
+        square_mean = _trailing_mean(units**2, days // period_days)
+        columns[f"units_std_{days}d"] = np.sqrt(
+            np.maximum(square_mean - columns[f"units_mean_{days}d"] ** 2, 0.0)
+        )
+    longest = max(STORE_PRODUCT_WINDOWS_DAYS)
+    columns[f"units_nonzero_{longest}d"] = _trailing_mean(
+        (units > 0).astype(float), longest // period_days
     )
-    columns[f"units_nonzero_{longest}"] = _trailing_mean((units > 0).astype(float), longest)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        price = np.where(units > 0, sales / units, np.nan)
-    columns["price_last"] = pd.DataFrame(price).ffill(axis=1).to_numpy()
-    stamps = grid + np.timedelta64(PERIOD_DAYS[freq], "D")
+    columns["price_last"] = pd.DataFrame(_ratio(sales, units)).ffill(axis=1).to_numpy()
+    tables = tables or {}
+    promo_share, on_promo = _promotion_days(keys, grid, period_days, tables.get("promotions"))
+    columns["promo_share_28d"], columns["on_promo_last"] = promo_share, on_promo
+    columns["on_hand_last"] = _on_hand_last(keys, grid, period_days, tables.get("inventory"))
+    daily_rate = columns["units_mean_28d"] / period_days
+    columns["days_of_cover"] = _ratio(columns["on_hand_last"], daily_rate)
+    stamps = grid + np.timedelta64(period_days, "D")
     frame = pd.DataFrame(
         {
             STORE_ID: np.repeat(keys[STORE_ID].to_numpy(), n_periods),
@@ -127,57 +269,339 @@ def store_product_features(panel: pd.DataFrame, freq: str) -> pd.DataFrame:
             EVENT_TIMESTAMP: np.tile(stamps, len(keys)),
         }
     )
-    for name, values in columns.items():
-        frame[name] = values.reshape(-1).astype("float32")
-    return frame
+    return _float_columns(frame, columns)
+
+
+def _series_rows(keys: pd.DataFrame, frame: pd.DataFrame) -> np.ndarray:
+    """Row in `keys` of each store x product of `frame`, -1 for the others."""
+    series = pd.MultiIndex.from_frame(keys[[STORE_ID, PRODUCT_ID]])
+    return series.get_indexer(pd.MultiIndex.from_frame(frame[[STORE_ID, PRODUCT_ID]]))
+
+
+def _promotion_days(
+    keys: pd.DataFrame, grid: np.ndarray, period_days: int, promotions: pd.DataFrame | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Share of the 28 days before each stamp under a promotion, and promotion on the last day."""
+    shape = (len(keys), len(grid))
+    if promotions is None or promotions.empty:
+        return np.zeros(shape), np.zeros(shape)
+    # Days from the first window's start to the last period's last day: series x days on/off.
+    origin = pd.Timestamp(grid[0]) + pd.Timedelta(days=period_days - PROMO_WINDOW_DAYS)
+    n_days = int((grid[-1] - grid[0]) // np.timedelta64(1, "D")) + PROMO_WINDOW_DAYS
+    promotions = promotions[promotions[PRODUCT_ID].isin(keys[PRODUCT_ID].unique())]
+    start = _day_index(promotions["start_date"], origin)
+    end = _day_index(promotions["end_date"], origin) + 1  # exclusive
+    overlaps = (end > 0) & (start < n_days)
+    row = _series_rows(keys, promotions[overlaps])
+    ours = row >= 0
+    row = row[ours]
+    start = np.clip(start[overlaps][ours], 0, n_days)
+    end = np.clip(end[overlaps][ours], 0, n_days)
+    width = n_days + 1
+    starts = np.bincount(row * width + start, minlength=len(keys) * width)
+    ends = np.bincount(row * width + end, minlength=len(keys) * width)
+    running = np.cumsum((starts - ends).reshape(len(keys), width), axis=1, dtype="int32")
+    active = running[:, :n_days] > 0  # overlapping promotions count a day once
+    cumulative = np.zeros((len(keys), n_days + 1), dtype="int32")
+    np.cumsum(active, axis=1, out=cumulative[:, 1:])
+    stamp = PROMO_WINDOW_DAYS + np.arange(len(grid)) * period_days  # index of each stamp's day
+    share = (cumulative[:, stamp] - cumulative[:, stamp - PROMO_WINDOW_DAYS]) / PROMO_WINDOW_DAYS
+    return share, active[:, stamp - 1].astype("float64")
+
+
+def _on_hand_last(
+    keys: pd.DataFrame, grid: np.ndarray, period_days: int, inventory: pd.DataFrame | None
+) -> np.ndarray:
+    """On hand at the start of each period's last day; NaN without a snapshot that day."""
+    out = np.full((len(keys), len(grid)), np.nan)
+    if inventory is None or inventory.empty:
+        return out
+    inventory = inventory[inventory[PRODUCT_ID].isin(keys[PRODUCT_ID].unique())]
+    first_last_day = pd.Timestamp(grid[0]) + pd.Timedelta(days=period_days - 1)
+    day = _day_index(inventory[DATE], first_last_day)
+    period, offset = np.divmod(day, period_days)
+    row = _series_rows(keys, inventory)
+    kept = (row >= 0) & (offset == 0) & (period >= 0) & (period < len(grid))
+    out[row[kept], period[kept]] = inventory["on_hand"].to_numpy(dtype="float64")[kept]
+    return out
+
+
+# ---- customers ------------------------------------------------------------------------------
 
 
 def customer_features(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Weekly snapshots of each customer's recent activity, from their first order on."""
+    """Weekly snapshots (and one at the last day) of each customer, from their first order on.
+
+    Orders are distinct (customer, order) pairs, dated by their first line and placed in the
+    channel of that line. The purchase cycle is over the gaps between distinct order days of all
+    history before the stamp; `churn_risk` above 1 means the customer is later than usual.
+    """
     sales = tables["transactions"]
-    orders = sales.groupby([CUSTOMER_ID, ORDER_ID], sort=False).agg(
-        ts=(TS, "min"), net_sales=("net_sales", "sum")
+    origin = sales[TS].min().normalize()
+    orders = (
+        pd.DataFrame(
+            {
+                CUSTOMER_ID: sales[CUSTOMER_ID],
+                ORDER_ID: sales[ORDER_ID],
+                TS: sales[TS],
+                NET_SALES: sales[NET_SALES],
+                CHANNEL: sales[CHANNEL],
+            }
+        )
+        .sort_values(TS, kind="stable")
+        .groupby([CUSTOMER_ID, ORDER_ID], sort=False)
+        .agg(ts=(TS, "first"), net_sales=(NET_SALES, "sum"), channel=(CHANNEL, "first"))
+        .reset_index()
     )
-    orders = orders.reset_index()
-    customers = np.sort(orders[CUSTOMER_ID].unique())
-    first_day = orders[TS].min().normalize()
-    day = ((orders[TS].dt.normalize() - first_day).dt.days).to_numpy()
-    n_days = int(day.max()) + 1
-    row = np.searchsorted(customers, orders[CUSTOMER_ID].to_numpy())
-    daily_orders = np.zeros((len(customers), n_days))
-    daily_sales = np.zeros((len(customers), n_days))
-    np.add.at(daily_orders, (row, day), 1.0)
-    np.add.at(daily_sales, (row, day), orders["net_sales"].to_numpy())
-    # Snapshot at the end of every 7th day: the features use days [.., d] and are stamped d + 1.
-    snapshot_days = np.unique(np.append(np.arange(6, n_days, 7), n_days - 1))
-    columns = {}
+    customers, row = np.unique(orders[CUSTOMER_ID].to_numpy(), return_inverse=True)
+    day = _day_index(orders[TS], origin)
+    n_days = int(_day_index(sales[TS], origin).max()) + 1
+    ends = _snapshot_ends(n_days, CUSTOMER_SNAPSHOT_DAYS)
+    first_day = _first_per_group(row, day, len(customers))
+    owner, snapshot = _ragged(np.searchsorted(ends, first_day, side="right"), len(ends))
+    end = ends[snapshot]
+
+    channel = orders[CHANNEL].to_numpy()
+    order_sums = _DaySums(
+        row,
+        day,
+        orders=np.ones(len(day)),
+        net_sales=orders[NET_SALES].to_numpy(),
+        **{name: channel == name for name in CHANNELS},
+    )
+    columns: dict[str, np.ndarray] = {}
     for window in CUSTOMER_WINDOWS_DAYS:
-        columns[f"orders_{window}d"] = _trailing_sum_at(daily_orders, window, snapshot_days)
-    columns["net_sales_91d"] = _trailing_sum_at(daily_sales, 91, snapshot_days)
-    last_order_day = np.maximum.accumulate(
-        np.where(daily_orders > 0, np.arange(n_days), -1), axis=1
+        columns[f"orders_{window}d"] = order_sums.between("orders", owner, end - window, end)
+    for window in CUSTOMER_WINDOWS_DAYS:
+        columns[f"net_sales_{window}d"] = order_sums.between("net_sales", owner, end - window, end)
+
+    # Distinct order days with the gap since the customer's previous one (0 for the first).
+    codes = _distinct(row.astype("int64") * (n_days + 1) + day)
+    day_row, order_day = np.divmod(codes, n_days + 1)
+    same = np.concatenate([[False], day_row[1:] == day_row[:-1]])
+    gap = np.where(same, order_day - np.roll(order_day, 1), 0).astype("float64")
+    cycle = _DaySums(day_row, order_day, days=np.ones(len(gap)), gap=gap, gap_sq=gap**2)
+    n_order_days = cycle.between("days", owner, None, end)
+    gap_sum = cycle.between("gap", owner, None, end)
+    last_order_day = first_day[owner] + gap_sum
+    columns["days_since_last_order"] = end - last_order_day
+
+    window = MIX_WINDOW_DAYS
+    orders_in_window = columns[f"orders_{window}d"]
+    for name in CHANNELS:
+        in_channel = order_sums.between(name, owner, end - window, end)
+        columns[f"share_{name}_{window}d"] = _ratio(in_channel, orders_in_window)
+
+    gaps = n_order_days - 1
+    mean_gap = _ratio(gap_sum, gaps)
+    square_mean = _ratio(cycle.between("gap_sq", owner, None, end), gaps)
+    columns["mean_days_between_orders"] = mean_gap
+    columns["std_days_between_orders"] = np.where(
+        gaps >= 2, np.sqrt(np.maximum(square_mean - mean_gap**2, 0.0)), np.nan
     )
-    last_seen = last_order_day[:, snapshot_days]
-    columns["days_since_last_order"] = np.where(
-        last_seen >= 0, snapshot_days[None, :] + 1 - last_seen, np.nan
+    columns["churn_risk"] = _ratio(columns["days_since_last_order"], mean_gap)
+
+    frame = pd.DataFrame(
+        {CUSTOMER_ID: customers[owner], EVENT_TIMESTAMP: origin + pd.to_timedelta(end, unit="D")}
     )
-    stamps = first_day + pd.to_timedelta(snapshot_days + 1, unit="D")
+    frame = _float_columns(frame, columns)
+    top = _top_categories(tables, sales, origin, customers, ends, owner * len(ends) + snapshot)
+    frame.insert(frame.columns.get_loc("mean_days_between_orders"), "top_categories", top)
+    profile = tables["customers"]
+    frame["opt_out"] = _lookup(
+        profile[CUSTOMER_ID], profile["opt_out"].to_numpy(), frame[CUSTOMER_ID].to_numpy(), False
+    ).astype("int64")
+    return frame
+
+
+def _top_categories(
+    tables: dict[str, pd.DataFrame],
+    sales: pd.DataFrame,
+    origin: pd.Timestamp,
+    customers: np.ndarray,
+    ends: np.ndarray,
+    row_key: np.ndarray,
+) -> np.ndarray:
+    """The customer's most-bought categories (by lines) in the window before each snapshot.
+
+    `row_key` is customer row x len(ends) + snapshot of each output row. Categories without a
+    name are left out; ties go to the first name in alphabetical order.
+    """
+    products = tables["products"]
+    names, category = np.unique(products["category"].astype(str).to_numpy(), return_inverse=True)
+    line_category = _lookup(products[PRODUCT_ID], category, sales[PRODUCT_ID].to_numpy(), -1)
+    named = (line_category >= 0) & (names[np.maximum(line_category, 0)] != "")
+    customer = np.searchsorted(customers, sales[CUSTOMER_ID].to_numpy()[named])
+    day = _day_index(sales[TS], origin)[named]
+    # Lines per customer x category x day, summed over the window of every snapshot that holds
+    # one of those days (each customer x category x snapshot once).
+    n_names, span = len(names), int(day.max()) + 1 if len(day) else 1
+    code, lines = np.unique(
+        (customer * n_names + line_category[named]) * span + day, return_counts=True
+    )
+    pair, day = np.divmod(code, span)
+    first = np.searchsorted(ends, day, side="right")
+    last = np.searchsorted(ends, day + MIX_WINDOW_DAYS, side="right")
+    same_pair = np.concatenate([[False], pair[1:] == pair[:-1]])
+    event, snapshot = _ragged(np.where(same_pair, np.maximum(first, np.roll(last, 1)), first), last)
+    sums, wanted, end = _DaySums(pair, day, lines=lines), pair[event], ends[snapshot]
+    counts = sums.between("lines", wanted, end - MIX_WINDOW_DAYS, end)
+    key, chosen = (wanted // n_names) * len(ends) + snapshot, wanted % n_names
+    # Most lines first, then by name; keep the first three of each customer x snapshot.
+    order = np.lexsort((chosen, -counts, key))
+    key, chosen = key[order], chosen[order]
+    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+    rank = np.arange(len(key)) - np.repeat(starts, np.diff(np.append(starts, len(key))))
+    out = np.full(len(row_key), "", dtype=object)
+    position = np.searchsorted(row_key, key)  # row keys are sorted: customers, then snapshots
+    for r in range(TOP_CATEGORIES):
+        picked = rank == r
+        text = names[chosen[picked]].astype(object)
+        out[position[picked]] = text if r == 0 else out[position[picked]] + "|" + text
+    return out
+
+
+# ---- stores ---------------------------------------------------------------------------------
+
+
+def store_features(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per store per day from its first sale, over the 28 days before the stamp.
+
+    Units count only products sold in units (not fuel or weights). The stockout rate is the share
+    of the inventory's store x product x day snapshots at zero, NaN without inventory.
+    """
+    sales = tables["transactions"]
+    origin = sales[TS].min().normalize()
+    day = _day_index(sales[TS], origin)
+    n_days = int(day.max()) + 1
+    stores, row = np.unique(sales[STORE_ID].to_numpy(), return_inverse=True)
+    products = tables["products"]
+    in_units = _lookup(
+        products[PRODUCT_ID], products["sold_in_units"].to_numpy(), sales[PRODUCT_ID], True
+    ).astype(bool)
+    line_sums = _DaySums(
+        row,
+        day,
+        units=np.where(in_units, sales[QUANTITY].to_numpy(), 0.0),
+        net_sales=sales[NET_SALES].to_numpy(),
+        lines=np.ones(len(day)),
+        promo_lines=sales[DISCOUNT].to_numpy() > 0,
+    )
+    orders = (
+        pd.DataFrame({"row": row, ORDER_ID: sales[ORDER_ID].to_numpy(), "day": day})
+        .groupby(["row", ORDER_ID], sort=False)["day"]
+        .min()
+        .reset_index()
+    )
+    order_sums = _DaySums(orders["row"], orders["day"], orders=np.ones(len(orders)))
+    first_day = _first_per_group(row, day, len(stores))
+    owner, end = _ragged(first_day + 1, np.full(len(stores), n_days + 1))
+    start = end - STORE_WINDOW_DAYS
+
+    n_orders = order_sums.between("orders", owner, start, end)
+    lines = line_sums.between("lines", owner, start, end)
+    columns = {
+        "units_per_day_28d": line_sums.between("units", owner, start, end) / STORE_WINDOW_DAYS,
+        "baskets_per_day_28d": n_orders / STORE_WINDOW_DAYS,
+        "avg_basket_value_28d": _ratio(line_sums.between("net_sales", owner, start, end), n_orders),
+        "promo_share_28d": _ratio(line_sums.between("promo_lines", owner, start, end), lines),
+        "stockout_rate_28d": np.full(len(owner), np.nan),
+    }
+    inventory = tables.get("inventory")
+    if inventory is not None and not inventory.empty:
+        store = pd.Index(stores).get_indexer(inventory[STORE_ID])
+        ours = store >= 0
+        snapshots = _DaySums(
+            store[ours],
+            _day_index(inventory[DATE], origin)[ours],
+            snapshots=np.ones(int(ours.sum())),
+            empty=inventory["on_hand"].to_numpy()[ours] == 0,
+        )
+        columns["stockout_rate_28d"] = _ratio(
+            snapshots.between("empty", owner, start, end),
+            snapshots.between("snapshots", owner, start, end),
+        )
+    frame = pd.DataFrame(
+        {STORE_ID: stores[owner], EVENT_TIMESTAMP: origin + pd.to_timedelta(end, unit="D")}
+    )
+    return _float_columns(frame, columns)
+
+
+# ---- products -------------------------------------------------------------------------------
+
+
+def product_features(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Snapshots every 28 days (and at the last day) of each product from its first sale on.
+
+    `price` is the median paid unit price of the last 91 days, else the list price;
+    `popularity_rank` ranks all products of a snapshot by `buyers_91d` (1 = most, ties share the
+    best rank, products without buyers come last); `repeat_purchase_rate` is over all history.
+    """
+    sales = tables["transactions"]
+    origin = sales[TS].min().normalize()
+    day = _day_index(sales[TS], origin)
+    n_days = int(day.max()) + 1
+    ends = _snapshot_ends(n_days, PRODUCT_SNAPSHOT_DAYS)
+    n_snapshots = len(ends)
+    products, row = np.unique(sales[PRODUCT_ID].to_numpy(), return_inverse=True)
+    customers, customer = np.unique(sales[CUSTOMER_ID].to_numpy(), return_inverse=True)
+    first_day = _first_per_group(row, day, len(products))
+    owner, snapshot = _ragged(np.searchsorted(ends, first_day, side="right"), n_snapshots)
+    end = ends[snapshot]
+
+    # Lines in each snapshot's 91-day window, keyed by product x snapshot.
+    line, line_snapshot = _in_windows(day, ends, PRODUCT_WINDOW_DAYS)
+    key = row[line] * n_snapshots + line_snapshot
+    n_keys = len(products) * n_snapshots
+    buyer_keys = _distinct(key * len(customers) + customer[line]) // len(customers)
+    buyers = np.bincount(buyer_keys, minlength=n_keys)
+    quantity = sales[QUANTITY].to_numpy()[line]
+    sold = quantity > 0
+    paid = pd.Series(sales[NET_SALES].to_numpy()[line][sold] / quantity[sold])
+    median_paid = np.full(n_keys, np.nan)
+    medians = paid.groupby(key[sold]).median()
+    median_paid[medians.index.to_numpy()] = medians.to_numpy()
+
+    catalogue = tables["products"]
+    out_products = products[owner]
+    list_price = _lookup(
+        catalogue[PRODUCT_ID], catalogue["price"].to_numpy(dtype="float64"), out_products, np.nan
+    )
+    out_key = owner * n_snapshots + snapshot
+    price = np.where(np.isnan(median_paid[out_key]), list_price, median_paid[out_key])
+
+    # Each buyer's first and second distinct orders of the product, as buyer / repeat events.
+    baskets = pd.DataFrame(
+        {"row": row, "customer": customer, ORDER_ID: sales[ORDER_ID].to_numpy(), "day": day}
+    ).drop_duplicates(["row", "customer", ORDER_ID])
+    baskets = baskets.sort_values(["row", "customer", "day"], kind="stable")
+    nth = baskets.groupby(["row", "customer"], sort=False).cumcount().to_numpy()
+    early = nth < 2
+    repeat = _DaySums(
+        baskets["row"].to_numpy()[early],
+        baskets["day"].to_numpy()[early],
+        buyers=nth[early] == 0,
+        repeaters=nth[early] == 1,
+    )
+    repeat_rate = _ratio(
+        repeat.between("repeaters", owner, None, end), repeat.between("buyers", owner, None, end)
+    )
+
     frame = pd.DataFrame(
         {
-            CUSTOMER_ID: np.repeat(customers, len(snapshot_days)),
-            EVENT_TIMESTAMP: np.tile(stamps.to_numpy(), len(customers)),
+            PRODUCT_ID: out_products,
+            EVENT_TIMESTAMP: origin + pd.to_timedelta(end, unit="D"),
+            "category": _lookup(
+                catalogue[PRODUCT_ID], catalogue["category"].to_numpy(), out_products, "unknown"
+            ),
         }
     )
-    for name, values in columns.items():
-        frame[name] = values.reshape(-1).astype("float32")
-    frame = frame[frame["days_since_last_order"].notna()]
-    profile = tables["customers"][[CUSTOMER_ID, "opt_out"]].assign(
-        opt_out=lambda f: f["opt_out"].astype("int64")
+    columns = {"price": price, "buyers_91d": buyers[out_key]}
+    frame = _float_columns(frame, columns)
+    frame["popularity_rank"] = (
+        frame.groupby(EVENT_TIMESTAMP)["buyers_91d"]
+        .rank(method="min", ascending=False)
+        .astype("float32")
     )
-    return frame.merge(profile, on=CUSTOMER_ID, how="left").reset_index(drop=True)
-
-
-def _trailing_sum_at(daily: np.ndarray, window: int, days: np.ndarray) -> np.ndarray:
-    cumulative = np.cumsum(daily, axis=1)
-    before = np.where(days - window >= 0, cumulative[:, np.maximum(days - window, 0)], 0.0)
-    return cumulative[:, days] - before
+    frame["repeat_purchase_rate"] = repeat_rate.astype("float32")
+    return frame

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import yaml
+from tqdm import tqdm
 
 from features.dataset import write_atomically
 from features.engineering import EVENT_TIMESTAMP
@@ -100,7 +102,9 @@ def materialize(settings: Settings, store) -> list[MaterializeSummary]:
     from features.repo.definitions import FEATURE_TABLES
 
     summaries = []
-    for view_name, relative in FEATURE_TABLES.items():
+    views = tqdm(FEATURE_TABLES.items(), desc="materialise", unit="view", disable=None)
+    for view_name, relative in views:
+        views.set_postfix_str(view_name)
         view = store.get_feature_view(view_name)
         keys = [column.name for column in view.entity_columns]
         frame = pd.read_parquet(settings.feast_dir / relative, columns=[*keys, EVENT_TIMESTAMP])
@@ -139,7 +143,64 @@ def historical_features(store, service: str, entity_frame: pd.DataFrame) -> pd.D
     return joined
 
 
-def online_features(store, service: str, entity_rows: list[dict]) -> pd.DataFrame:
-    return store.get_online_features(
-        features=store.get_feature_service(service), entity_rows=entity_rows
-    ).to_df()
+class OnlineReader:
+    """Latest features of one feature service per entity row, with their freshness.
+
+    Feast ignores TTL on online reads, so the answer says it: `feature_ts` is the oldest stamp of
+    the row's features (NaT when the online store has none) and `stale` is true when it is older
+    than the shortest TTL of the service's views at `as_of` (default: now). The caller decides the
+    fallback. The service definition and its TTL are looked up once, not per read.
+    """
+
+    def __init__(self, store, service: str):
+        self.store = store
+        self.service = store.get_feature_service(service)
+        ttls = [
+            store.get_feature_view(projection.name).ttl
+            for projection in self.service.feature_view_projections
+        ]
+        ttls = [t for t in ttls if t and t.total_seconds() > 0]  # a TTL of 0 never expires
+        self.ttl_seconds = min(t.total_seconds() for t in ttls) if ttls else float("inf")
+
+    def read(self, entity_rows: list[dict], as_of: datetime | None = None) -> pd.DataFrame:
+        from feast.online_response import TIMESTAMP_POSTFIX
+
+        response = self.store.get_online_features(features=self.service, entity_rows=entity_rows)
+        values = response.to_dict(include_event_timestamps=True)
+        stamps = [values.pop(k) for k in list(values) if k.endswith(TIMESTAMP_POSTFIX)]
+        seconds = np.array(stamps, dtype="int64").reshape(len(stamps), -1)
+        present = seconds > 0  # Feast gives 0 for a feature the online store does not hold
+        known = present.any(axis=0)
+        oldest = np.where(present, seconds, np.iinfo(np.int64).max).min(axis=0)
+        if as_of is None:
+            now = time.time()
+        else:  # naive stamps are UTC here, as in the offline tables
+            now = (as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)).timestamp()
+        frame = pd.DataFrame(values)
+        frame["feature_ts"] = pd.to_datetime(np.where(known, oldest, 0), unit="s").where(known)
+        frame["stale"] = known & (now - oldest > self.ttl_seconds)
+        return frame
+
+
+def online_features(
+    store, service: str, entity_rows: list[dict], as_of: datetime | None = None
+) -> pd.DataFrame:
+    """One read with an `OnlineReader` (build the reader once when reading often)."""
+    return OnlineReader(store, service).read(entity_rows, as_of)
+
+
+def data_clock(store, views: list[str] | None = None) -> datetime | None:
+    """End of the newest materialisation: "now" for replayed history."""
+    ends = [
+        interval[1]
+        for view in store.list_feature_views()
+        if views is None or view.name in views
+        for interval in view.materialization_intervals
+    ]
+    return max(ends).replace(tzinfo=None) if ends else None
+
+
+def write_online(store, view: str, frame: pd.DataFrame) -> None:
+    """Write rows straight to the online store (a merge, an opt-out, a forget), bypassing
+    materialisation so they count at once."""
+    store.write_to_online_store(view, as_utc(frame))

@@ -10,8 +10,10 @@
     customer_id = "CustomerID"
     ts = "InvoiceDate"
 
-Tables other than transactions are optional; products, stores, customers and calendar are derived
-from the transactions when absent.
+Tables other than transactions are optional; products, stores, customers, calendar and
+identities are derived from the transactions when absent. An identities file may carry raw
+`phone` and `email` columns: they are hashed with OMNISHELF_IDENTITY_SALT on the way in and never
+stored.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import pandas as pd
 
 from features.contract import TABLES, DataContractError, conform
 from features.dataset import complete_tables
+from features.identity import hash_contact
 
 FREQS = ("D", "W")
+CONTACT_KINDS = ("phone", "email")
 
 
 def read_source(path: Path) -> pd.DataFrame:
@@ -61,8 +65,31 @@ def read_mapping(mapping_file: Path) -> dict:
     return mapping
 
 
-def import_tables(mapping_file: Path) -> tuple[dict[str, pd.DataFrame], dict]:
+def _hash_contacts(identities: pd.DataFrame, salt: str | None, source: str) -> pd.DataFrame:
+    """Raw `phone` and `email` columns become salted hashes here; the raw values go no further."""
+    for kind in CONTACT_KINDS:
+        if kind not in identities.columns:
+            continue
+        if not salt:
+            raise DataContractError(
+                source,
+                f"raw {kind} values need a salt to be hashed: set OMNISHELF_IDENTITY_SALT "
+                "(keep it secret and the same across imports)",
+                kind,
+            )
+        identities = identities.assign(
+            **{f"{kind}_hash": hash_contact(identities[kind], salt, kind)}
+        ).drop(columns=kind)
+    return identities
+
+
+def import_tables(
+    mapping_file: Path, salt: str | None = None
+) -> tuple[dict[str, pd.DataFrame], dict]:
     """Read, rename, validate and complete the user's tables.
+
+    Args:
+        salt: of the phone/email hashes, when the identities file has raw `phone`/`email`.
 
     Returns:
         The canonical tables and the mapping's dataset options (name, freq, country).
@@ -84,7 +111,10 @@ def import_tables(mapping_file: Path) -> tuple[dict[str, pd.DataFrame], dict]:
                 f"mapped column(s) {absent} not in the file; found {list(frame.columns)}",
                 absent[0],
             )
-        tables[table] = conform(frame.rename(columns=renames), table, str(path))
+        frame = frame.rename(columns=renames)
+        if table == "identities":
+            frame = _hash_contacts(frame, salt, str(path))
+        tables[table] = conform(frame, table, str(path))
     options = {
         "name": mapping.get("name", mapping_file.stem),
         "freq": mapping.get("freq", "D"),

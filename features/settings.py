@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     redis_connection: str = "127.0.0.1:6379"
     registry_url: str | None = Field(None, description="SQLAlchemy URL of a SQL registry")
     feast_project: str = "omnishelf"
+    # "data": freshness is judged against the newest materialised data (replayed history such as
+    # Complete Journey); "wall": against the clock, as in production.
+    feature_clock: Literal["data", "wall"] = "data"
+
+    # Salt of the phone/email hashes made at import; required when raw contacts are imported.
+    identity_salt: str | None = Field(None, repr=False)
 
     @property
     def data_dir(self) -> Path:
@@ -35,6 +41,12 @@ class Settings(BaseSettings):
     @property
     def tables_dir(self) -> Path:
         return self.data_dir / "tables"
+
+    @property
+    def identity_dir(self) -> Path:
+        """The user's decisions on customers (merges, splits, consents, forgotten): kept apart
+        from the tables so that reloading a dataset does not undo them."""
+        return self.data_dir / "identity"
 
     @property
     def feast_dir(self) -> Path:

@@ -88,6 +88,12 @@ class SyntheticConfig:
     # Customers
     channel_adoption: tuple[float, float, float, float] = (0.85, 0.35, 0.4, 0.2)  # CHANNELS order
     opt_out_rate: float = 0.03
+    # Identity keys: how often a person has a phone/email, how often an identity carries it, and
+    # how often a non-primary identity declares a link to the person's primary one.
+    has_phone: float = 0.9
+    has_email: float = 0.8
+    key_shared: float = 0.6
+    link_declared: float = 0.3
     favourites_mean: float = 6.0
     category_focus: float = 0.3  # Dirichlet alpha of category tastes; small = few categories
     cycle_mean_days: float = 16.0
@@ -146,7 +152,7 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> dict[str, pd.DataFr
     products, category, popularity = _products(config, rng)
     stores, lead_time = _stores(config, rng)
     customers, home, channel_mix = _customers(config, rng)
-    identities = _identities(channel_mix > 0, rng)
+    identities, account_of = _identities(config, channel_mix > 0, rng)
     promotions, promo_of, uplift, promo_price = _promotions(
         config, rng, dates, products["price"].to_numpy()
     )
@@ -176,6 +182,13 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> dict[str, pd.DataFr
     transactions = _transactions(
         config, rng, wants, served, channel_mix, dates, list_price, promo_of, promo_price
     )
+    # Each channel keeps its own account: the lines carry it, not the person.
+    channel_index = pd.Series(np.arange(len(CHANNELS)), index=list(CHANNELS))
+    person = transactions[CUSTOMER_ID].to_numpy() - 1
+    transactions[CUSTOMER_ID] = account_of[person, channel_index[transactions[CHANNEL]].to_numpy()]
+    accounts = identities[CUSTOMER_ID].to_numpy()
+    owner = np.nonzero(account_of)[0][np.argsort(account_of[account_of > 0])]
+    customers = customers.iloc[owner].assign(**{CUSTOMER_ID: np.sort(accounts)})
     store_ids = np.repeat(series // config.n_products + 1, config.days)
     product_ids = np.repeat(series % config.n_products + FIRST_PRODUCT_ID, config.days)
     all_dates = np.tile(dates.to_numpy(), len(series))
@@ -293,18 +306,48 @@ def _customers(
     return frame, home, mix
 
 
-def _identities(uses: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
-    customer, channel = np.nonzero(uses)
+def _identities(
+    config: SyntheticConfig, uses: np.ndarray, rng: np.random.Generator
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """One identity (and account) per person per channel used, with the keys that may match them.
+
+    A person's first channel keeps the person's number as its account; other channels get new
+    account numbers, so only phone/email matches and declared links reunite them.
+
+    Returns:
+        The identities table and a persons x channels array of account ids (0 where unused).
+    """
+    person, channel = np.nonzero(uses)
+    n_people = uses.shape[0]
+    primary = np.r_[True, person[1:] != person[:-1]]
+    account = np.where(primary, person + 1, 0)
+    account[~primary] = n_people + 1 + np.arange((~primary).sum())
+    account_of = np.zeros(uses.shape, dtype=np.int64)
+    account_of[person, channel] = account
     # Distinct random numbers keep ids unguessable from the customer id, as in real systems.
-    number = rng.choice(900_000_000, len(customer), replace=False) + 100_000_000
+    number = rng.choice(900_000_000, len(person), replace=False) + 100_000_000
     prefix = np.array([IDENTITY_PREFIXES[c] for c in CHANNELS], dtype=object)[channel]
-    return pd.DataFrame(
+    channel_ids = prefix + pd.Series(number).astype(str).to_numpy(dtype=object)
+    keys = {}
+    for column, share in (("phone_hash", config.has_phone), ("email_hash", config.has_email)):
+        owns = (rng.random(n_people) < share)[person]
+        shared = owns & (rng.random(len(person)) < config.key_shared)
+        # Stand-ins for salted hashes: the generator never makes raw phones or emails.
+        keys[column] = np.where(shared, [f"{column[:5]}-{p:08d}" for p in person], "")
+    primary_key = pd.Series(CHANNELS, dtype=object).to_numpy()[channel] + ":" + channel_ids
+    primary_of = pd.Series(primary_key[primary], index=person[primary])
+    declared = ~primary & (rng.random(len(person)) < config.link_declared)
+    linked_to = np.where(declared, primary_of.reindex(person).to_numpy(), "")
+    frame = pd.DataFrame(
         {
             CHANNEL: np.asarray(CHANNELS, dtype=object)[channel],
-            "channel_customer_id": prefix + pd.Series(number).astype(str).to_numpy(dtype=object),
-            CUSTOMER_ID: customer + 1,
+            "channel_customer_id": channel_ids,
+            CUSTOMER_ID: account,
+            **keys,
+            "linked_to": linked_to,
         }
     )
+    return frame, account_of
 
 
 def _promotions(

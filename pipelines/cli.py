@@ -31,8 +31,13 @@ load_app = typer.Typer(help="Load a built-in dataset into the workspace.", no_ar
 features_app = typer.Typer(
     help="Build, register and materialise features (Feast).", no_args_is_help=True
 )
+customers_app = typer.Typer(
+    help="One ID and data rights: merge/split identities, opt out, forget.",
+    no_args_is_help=True,
+)
 app.add_typer(load_app, name="load")
 app.add_typer(features_app, name="features")
+app.add_typer(customers_app, name="customers")
 
 ForceOption = Annotated[bool, typer.Option("--force", help="rebuild even if up to date")]
 USER_ERRORS = (DataContractError, FileNotFoundError, LookupError, ValueError)
@@ -145,11 +150,14 @@ def import_files(
 ) -> None:
     """Bring your own CSV/parquet files in, validated against the data contract."""
     from features.dataset import save_tables
+    from features.identity import IdentityLedger, without_forgotten
     from features.importer import import_tables
 
     settings = _settings(tracked=False)
     with _step(f"importing {mapping}"):
-        tables, options = import_tables(mapping)
+        tables, options = import_tables(mapping, settings.identity_salt)
+        ledger = IdentityLedger(settings.identity_dir)
+        tables = without_forgotten(tables, ledger.rules(), ledger.forgotten())
         info = save_tables(
             tables, settings.tables_dir, options["name"], options["freq"], options["country"]
         )
@@ -171,6 +179,46 @@ def features_apply() -> None:
         apply_definitions(open_store(settings))
 
 
+@features_app.command("list")
+def features_list() -> None:
+    """The feature views (meaning, window, owner, TTL), their features and the services."""
+    from feast import FeatureService, FeatureView
+
+    from features.repo.definitions import DEFINITIONS
+
+    views = Table(title="feature views")
+    features = Table(title="features")
+    services = Table(title="feature services (versioned by consumer)")
+    for table, columns in (
+        (views, ("view", "entities", "window", "ttl", "owner", "meaning")),
+        (features, ("view", "feature", "meaning")),
+        (services, ("service", "views", "meaning")),
+    ):
+        for column in columns:
+            table.add_column(column)
+    for definition in DEFINITIONS:
+        if isinstance(definition, FeatureView):
+            ttl = definition.ttl.total_seconds()
+            views.add_row(
+                definition.name,
+                ", ".join(definition.entities),
+                definition.tags.get("window", ""),
+                f"{ttl / 86400:g} d" if ttl else "never",
+                definition.owner,
+                definition.description,
+            )
+            for field in definition.features:
+                features.add_row(definition.name, field.name, field.description)
+        elif isinstance(definition, FeatureService):
+            services.add_row(
+                definition.name,
+                ", ".join(p.name for p in definition.feature_view_projections),
+                definition.description,
+            )
+    for table in (views, features, services):
+        console.print(table)
+
+
 @features_app.command("materialize")
 def features_materialize(force: ForceOption = False) -> None:
     """Compute feature tables and load what is new into the online store (incremental)."""
@@ -185,6 +233,101 @@ def features_materialize(force: ForceOption = False) -> None:
     for s in summaries:
         table.add_row(s.view, f"{s.rows:,}", f"{s.entities:,}", f"{s.seconds:.1f}")
     console.print(table)
+
+
+def _customer_update(update) -> None:
+    table = Table(title=f"customers {update.action}")
+    for column in ("customers changed", "identities changed", "seconds"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(update.customers_changed), str(update.identities_changed), f"{update.seconds:.1f}"
+    )
+    console.print(table)
+
+
+IdentityArgument = Annotated[str, typer.Argument(help="channel:channel_customer_id")]
+ReasonOption = Annotated[str, typer.Option(help="why, kept in the audit trail")]
+
+
+@customers_app.command("merge")
+def customers_merge(
+    identity: IdentityArgument, other: IdentityArgument, reason: ReasonOption = "manual"
+) -> None:
+    """Declare two identities the same person; online features follow at once."""
+    from pipelines import customers
+
+    settings = _settings(tracked=False)
+    with _step(f"merging {identity} and {other}"):
+        update = customers.merge(settings, identity, other, reason)
+    _customer_update(update)
+
+
+@customers_app.command("split")
+def customers_split(identity: IdentityArgument, reason: ReasonOption = "manual") -> None:
+    """Detach an identity from the matches and merges made before now (un-merge)."""
+    from pipelines import customers
+
+    settings = _settings(tracked=False)
+    with _step(f"splitting {identity}"):
+        update = customers.split(settings, identity, reason)
+    _customer_update(update)
+
+
+CustomerArgument = Annotated[int, typer.Argument(help="resolved customer id", min=0)]
+
+
+@customers_app.command("opt-out")
+def customers_opt_out(customer_id: CustomerArgument) -> None:
+    """Stop personalising for the customer, from the next request on."""
+    from pipelines import customers
+
+    settings = _settings(tracked=False)
+    with _step(f"opting out customer {customer_id}"):
+        update = customers.set_opt_out(settings, customer_id, True)
+    _customer_update(update)
+
+
+@customers_app.command("opt-in")
+def customers_opt_in(customer_id: CustomerArgument) -> None:
+    """Personalise again for a customer who opted out."""
+    from pipelines import customers
+
+    settings = _settings(tracked=False)
+    with _step(f"opting in customer {customer_id}"):
+        update = customers.set_opt_out(settings, customer_id, False)
+    _customer_update(update)
+
+
+@customers_app.command("forget")
+def customers_forget(customer_id: CustomerArgument) -> None:
+    """Erase the customer from the online store and the data; later loads and training runs
+    leave them out."""
+    from pipelines import customers
+
+    settings = _settings(tracked=False)
+    with _step(f"forgetting customer {customer_id}"):
+        update = customers.forget(settings, customer_id)
+    _customer_update(update)
+    console.print("the next `omnishelf train` retrains without them")
+
+
+@customers_app.command("show")
+def customers_show(customer_id: CustomerArgument) -> None:
+    """The customer's identities, why each belongs to them, and the decisions that touched them."""
+    from pipelines import customers
+
+    settings = _settings(tracked=False)
+    identities, rules = customers.audit(settings, customer_id)
+    for title, frame in (
+        (f"identities of customer {customer_id}", identities),
+        ("decisions", rules),
+    ):
+        table = Table(title=title)
+        for column in frame.columns:
+            table.add_column(str(column))
+        for row in frame.astype(str).itertuples(index=False):
+            table.add_row(*row)
+        console.print(table)
 
 
 @app.command()
@@ -356,10 +499,10 @@ def _call_endpoints(settings: Settings, url: str) -> None:
 
     demand = pd.read_parquet(
         settings.feast_dir / FEATURE_TABLES["store_product_demand"],
-        columns=["store_id", "product_id", "units_mean_13"],
+        columns=["store_id", "product_id", "units_mean_91d"],
     )
     busiest = (
-        demand.groupby(["store_id", "product_id"])["units_mean_13"]
+        demand.groupby(["store_id", "product_id"])["units_mean_91d"]
         .max()
         .sort_values(ascending=False)
     )

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from features.contract import PRODUCT_ID, STORE_ID
-from features.dataset import DatasetInfo, load_info, load_tables, save_tables, write_atomically
+from features.dataset import DatasetInfo, load_info, save_tables, write_atomically
 from features.engineering import (
     EVENT_TIMESTAMP,
     MIN_ACTIVE_SHARE,
@@ -29,6 +29,8 @@ from features.engineering import (
     UNITS,
     customer_features,
     demand_panel,
+    product_features,
+    store_features,
     store_product_features,
 )
 from features.feature_store import (
@@ -37,6 +39,12 @@ from features.feature_store import (
     materialize,
     open_store,
     write_offline_tables,
+)
+from features.identity import (
+    IdentityLedger,
+    identity_features,
+    resolved_tables,
+    without_forgotten,
 )
 from features.settings import Settings
 from training import plots, tracking
@@ -53,6 +61,7 @@ RECALL_KS = [1, 5, 10, 20, 50]
 MIN_HISTORY_PERIODS = 4  # origins before this have too little history to learn from
 RECOMMENDER_HEADLINE = "recall_at_10"  # metrics shown in summaries and demo.json
 FORECASTER_HEADLINE = "wape"
+FEATURE_INPUTS = ["transactions", "products", "customers", "promotions", "inventory"]
 MAX_TRAINING_ROWS = 2_000_000  # series x origins x steps; LightGBM fits 2M rows in ~30 s here
 
 
@@ -82,7 +91,9 @@ def ingest(settings: Settings, source: Source, force: bool = False) -> StepResul
             return StepResult("data", "reused", time.perf_counter() - began)
     except FileNotFoundError:
         pass
-    info = save_tables(source.load(), settings.tables_dir, source.name, source.freq, source.country)
+    ledger = IdentityLedger(settings.identity_dir)
+    tables = without_forgotten(source.load(), ledger.rules(), ledger.forgotten())
+    info = save_tables(tables, settings.tables_dir, source.name, source.freq, source.country)
     return StepResult(
         "data", "built", time.perf_counter() - began, {"transactions": info.transactions}
     )
@@ -98,13 +109,18 @@ def build_features(settings: Settings, force: bool = False) -> tuple[StepResult,
     if force or current != info.fingerprint:
         if current is not None:
             reset_feature_store(settings)
-        tables = load_tables(settings.tables_dir, ["transactions", "products", "customers"])
+        tables, identity_map, _ = resolved_tables(settings, FEATURE_INPUTS)
         panel = demand_panel(tables, info.freq)
         write_offline_tables(
             settings,
             {
-                "customer_activity": customer_features(tables),
-                "store_product_demand": store_product_features(panel, info.freq),
+                "customer_profile": customer_features(tables),
+                "store_daily": store_features(tables),
+                "store_product_demand": store_product_features(panel, info.freq, tables),
+                "product_profile": product_features(tables),
+                "identity_resolution": identity_features(
+                    identity_map, None, pd.Timestamp.now().floor("s")
+                ),
             },
         )
         write_atomically(marker, lambda path: path.write_text(info.fingerprint))
@@ -137,12 +153,13 @@ def reset_feature_store(settings: Settings) -> None:
         store.registry.delete_project(settings.feast_project, commit=True)
 
 
-def _reused(step: str, registered_name: str, info: DatasetInfo, headline: str, began: float):
-    """The step's result when the champion was trained on this data by this code, else None."""
+def _reused(step: str, registered_name: str, fingerprint: str, headline: str, began: float):
+    """The step's result when the champion was trained on this data (and these decisions on
+    customers) by this code, else None."""
     found = tracking.champion_version(registered_name)
     if (
         found is None
-        or found.tags.get("dataset_fingerprint") != info.fingerprint
+        or found.tags.get("dataset_fingerprint") != fingerprint
         or found.tags.get("code_version") != CODE_VERSION
     ):
         return None
@@ -150,10 +167,10 @@ def _reused(step: str, registered_name: str, info: DatasetInfo, headline: str, b
     return StepResult(step, "reused", time.perf_counter() - began, _headline(metrics, headline))
 
 
-def _run_tags(info: DatasetInfo) -> dict[str, str]:
+def _run_tags(info: DatasetInfo, fingerprint: str) -> dict[str, str]:
     return {
         "dataset": info.name,
-        "dataset_fingerprint": info.fingerprint,
+        "dataset_fingerprint": fingerprint,
         "data_window": f"{info.start} .. {info.end}",
         "code_version": CODE_VERSION,
     }
@@ -163,13 +180,14 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
     """ALS vs popularity on a 28-day time split, then the champion refit on all data."""
     began = time.perf_counter()
     info = load_info(settings.tables_dir)
+    tables, _, fingerprint = resolved_tables(settings, ["transactions"])
     if not force and (
         reused := _reused(
-            "recommender", settings.recommender_name, info, RECOMMENDER_HEADLINE, began
+            "recommender", settings.recommender_name, fingerprint, RECOMMENDER_HEADLINE, began
         )
     ):
         return reused
-    transactions = load_tables(settings.tables_dir, ["transactions"])["transactions"]
+    transactions = tables["transactions"]
     split = time_split(transactions, test_days=28)
     if len(split.customers) == 0:
         raise ValueError("no customer bought both before and in the last 28 days: cannot evaluate")
@@ -187,7 +205,11 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
     metrics["evaluated_customers"] = len(split.customers)
     with mlflow.start_run(run_name="recommender"):
         mlflow.set_tags(
-            {**_run_tags(info), "model_family": "recommender", "split_cutoff": str(split.cutoff)}
+            {
+                **_run_tags(info, fingerprint),
+                "model_family": "recommender",
+                "split_cutoff": str(split.cutoff),
+            }
         )
         mlflow.log_params({f"als_{k}": v for k, v in als.get_params().items()} | {"test_days": 28})
         mlflow.log_metrics(metrics)
@@ -200,7 +222,9 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
             ALSRecommender(**als.get_params()).fit(transactions),
             PopularityRecommender().fit(transactions),
         )
-        registered = tracking.register(served, settings.recommender_name, _run_tags(info))
+        registered = tracking.register(
+            served, settings.recommender_name, _run_tags(info, fingerprint)
+        )
     return StepResult(
         "recommender",
         f"built v{registered}",
@@ -213,11 +237,13 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
     """LightGBM on Feast point-in-time features; scored on the last horizon it never saw."""
     began = time.perf_counter()
     info = load_info(settings.tables_dir)
+    tables, _, fingerprint = resolved_tables(settings, ["transactions", "products"])
     if not force and (
-        reused := _reused("forecaster", settings.forecaster_name, info, FORECASTER_HEADLINE, began)
+        reused := _reused(
+            "forecaster", settings.forecaster_name, fingerprint, FORECASTER_HEADLINE, began
+        )
     ):
         return reused
-    tables = load_tables(settings.tables_dir, ["transactions", "products"])
     panel = demand_panel(tables, info.freq)
     model = DemandForecaster(info.freq, info.country)
     grid = np.sort(panel[PERIOD].unique())
@@ -251,7 +277,7 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
     with mlflow.start_run(run_name="forecaster"):
         mlflow.set_tags(
             {
-                **_run_tags(info),
+                **_run_tags(info, fingerprint),
                 "model_family": "forecaster",
                 "freq": info.freq,
                 "holdout_start": str(cutoff),
@@ -274,7 +300,9 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
         final = DemandForecaster(info.freq, info.country, params=model.params).fit(
             at_origins, panel
         )
-        registered = tracking.register(final, settings.forecaster_name, _run_tags(info))
+        registered = tracking.register(
+            final, settings.forecaster_name, _run_tags(info, fingerprint)
+        )
     return StepResult(
         "forecaster",
         f"built v{registered}",

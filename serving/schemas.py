@@ -4,21 +4,41 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
+
+from features.contract import CHANNELS
 
 MAX_PRODUCTS = 1000
 MAX_ID = 2**63 - 1  # ids are int64 in the feature store
 
 
 class RecommendRequest(BaseModel):
-    customer_id: int = Field(..., ge=0, le=MAX_ID, description="resolved customer id")
+    customer_id: int | None = Field(
+        None, ge=0, le=MAX_ID, description="resolved customer id (or give channel identity)"
+    )
+    channel: Literal[CHANNELS] | None = Field(None, description="channel of `channel_customer_id`")
+    channel_customer_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="the caller's own user id (loyalty card, web account, app user, ...)",
+    )
     k: int = Field(10, ge=1, le=100, description="how many products")
     store_id: int | None = Field(
         None, ge=0, le=MAX_ID, description="store whose popular products answer new customers"
     )
     exclude_purchased: bool = Field(False, description="leave out products the customer bought")
+
+    @model_validator(mode="after")
+    def _one_way_to_name_the_customer(self) -> RecommendRequest:
+        by_identity = self.channel is not None or self.channel_customer_id is not None
+        if by_identity and (self.channel is None or self.channel_customer_id is None):
+            raise ValueError("give both channel and channel_customer_id")
+        if by_identity == (self.customer_id is not None):
+            raise ValueError("give either customer_id or channel + channel_customer_id")
+        return self
 
 
 class RecommendedItem(BaseModel):
@@ -28,11 +48,14 @@ class RecommendedItem(BaseModel):
 
 
 class RecommendResponse(BaseModel):
-    customer_id: int
+    customer_id: int | None = Field(None, description="resolved customer; null when unknown")
     items: list[RecommendedItem]
     personalized: bool
     fallback: str | None = Field(
         None, description="why the answer is not personalised, if it is not"
+    )
+    features_stale: bool = Field(
+        False, description="the customer's features are older than their TTL"
     )
     model_version: str
 
@@ -72,6 +95,9 @@ class ForecastResponse(BaseModel):
     freq: str = Field(..., description="D (daily) or W (weekly, starting Monday) periods")
     origin: date
     forecasts: list[ProductForecast]
+    stale_product_ids: list[int] = Field(
+        [], description="products whose features are older than their TTL: treat with care"
+    )
     model_version: str
 
 
@@ -106,4 +132,7 @@ class RestockResponse(BaseModel):
     lead_time_days: int
     service_level: float
     orders: list[RestockLine]
+    stale_product_ids: list[int] = Field(
+        [], description="products whose features are older than their TTL: treat with care"
+    )
     model_version: str

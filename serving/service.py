@@ -30,12 +30,19 @@ with bentoml.importing():
 
     from features.contract import CUSTOMER_ID, PRODUCT_ID, STORE_ID
     from features.engineering import EVENT_TIMESTAMP, PERIOD_DAYS
-    from features.feature_store import online_features, open_store
+    from features.feature_store import OnlineReader, data_clock, open_store
+    from features.identity import IDENTITY_KEY
     from features.settings import Settings
     from training import tracking
     from training.restock import order_quantities
 
 log = logging.getLogger(__name__)
+# Views whose newest stamp is "now" on the data clock (identities are stamped when resolved).
+CLOCK_VIEWS = ["customer_profile", "store_daily", "store_product_demand", "product_profile"]
+
+
+def _stale(features: pd.DataFrame) -> list[int]:
+    return [int(p) for p in features.loc[features["stale"], PRODUCT_ID]]
 
 
 def not_found(field: str, message: str) -> JSONResponse:
@@ -47,12 +54,19 @@ class Omnishelf:
     def __init__(self) -> None:
         self.settings = Settings()
         self.problems: list[str] = []
+        self.readers: dict[str, OnlineReader] = {}
         mlflow.set_tracking_uri(self.settings.resolved_tracking_uri)  # read only: no experiment
         self.recommender, self.recommender_version = self._load(self.settings.recommender_name)
         self.forecaster, self.forecaster_version = self._load(self.settings.forecaster_name)
         try:
             self.feature_store = open_store(self.settings)
             self.feature_store.get_feature_service("recommender_v1")
+            # "Now" for freshness: the newest materialised data, or the wall clock in production.
+            self.clock = (
+                data_clock(self.feature_store, CLOCK_VIEWS)
+                if self.settings.feature_clock == "data"
+                else None
+            )
         except Exception as error:  # any failure here means "not ready", reported on /readyz
             self.feature_store = None
             self.problems.append(f"feature store at {self.settings.feast_dir} unusable: {error}")
@@ -83,7 +97,9 @@ class Omnishelf:
     def _online(self, service: str, rows: list[dict]) -> pd.DataFrame | JSONResponse:
         """Online features, or a 503 naming the feature service (a forecast needs them)."""
         try:
-            return online_features(self.feature_store, service, rows)
+            if service not in self.readers:
+                self.readers[service] = OnlineReader(self.feature_store, service)
+            return self.readers[service].read(rows, self.clock)
         except Exception as error:
             log.warning("online read of %s failed: %s", service, type(error).__name__)
             message = f"feature service {service} unavailable ({type(error).__name__})"
@@ -99,15 +115,24 @@ class Omnishelf:
         popularity = self.recommender.popularity
         if body.store_id is not None and body.store_id not in popularity.store_products_:
             return not_found("store_id", f"unknown store_id {body.store_id}")
-        profile = self._online("recommender_v1", [{CUSTOMER_ID: body.customer_id}])
-        if isinstance(profile, JSONResponse):  # popularity still answers; say why
-            consent, fallback = None, "feature_store_unavailable"
+        customer_id = body.customer_id
+        if customer_id is None:
+            customer_id = self._resolve(body.channel, body.channel_customer_id)
+            if isinstance(customer_id, JSONResponse):
+                return customer_id
+        stale, consent, fallback = False, None, None
+        if customer_id is None:
+            fallback = "unknown_identity"
         else:
-            consent, fallback = profile["opt_out"].iloc[0], None
+            profile = self._online("recommender_v1", [{CUSTOMER_ID: customer_id}])
+            if isinstance(profile, JSONResponse):  # popularity still answers; say why
+                fallback = "feature_store_unavailable"
+            else:
+                consent, stale = profile["opt_out"].iloc[0], bool(profile["stale"].iloc[0])
         # No row means consent is unknown: treat it like an opt-out, never personalise.
         opted_out = consent is None or consent != 0
         ids, scores, personalized = self.recommender.recommend(
-            np.array([body.customer_id]),
+            np.array([-1 if customer_id is None else customer_id]),
             body.k,
             exclude_purchased=body.exclude_purchased,
             store_id=body.store_id,
@@ -121,12 +146,21 @@ class Omnishelf:
             if p >= 0
         ]
         return RecommendResponse(
-            customer_id=body.customer_id,
+            customer_id=customer_id,
             items=items,
             personalized=bool(personalized[0]),
             fallback=fallback,
+            features_stale=stale,
             model_version=f"{self.settings.recommender_name}/{self.recommender_version}",
         )
+
+    def _resolve(self, channel: str, channel_customer_id: str) -> int | None | JSONResponse:
+        """One ID: the customer a channel identity belongs to (None when unknown or forgotten)."""
+        found = self._online("identity_v1", [{IDENTITY_KEY: f"{channel}:{channel_customer_id}"}])
+        if isinstance(found, JSONResponse):
+            return found
+        value = found[CUSTOMER_ID].iloc[0]
+        return None if value is None or pd.isna(value) else int(value)
 
     def _forecast(
         self, store_id: int, product_ids: list[int], service: str
@@ -162,7 +196,7 @@ class Omnishelf:
         answer = self._forecast(body.store_id, body.product_ids, "demand_v1")
         if isinstance(answer, JSONResponse):
             return answer
-        _, predicted = answer
+        features, predicted = answer
         periods = math.ceil(body.horizon_days / PERIOD_DAYS[self.forecaster.freq])
         predicted = predicted[predicted["step"] <= periods]
         forecasts = [
@@ -180,6 +214,7 @@ class Omnishelf:
             freq=self.forecaster.freq,
             origin=self.forecaster.next_origin_.date(),
             forecasts=forecasts,
+            stale_product_ids=_stale(features),
             model_version=f"{self.settings.forecaster_name}/{self.forecaster_version}",
         )
 
@@ -193,7 +228,7 @@ class Omnishelf:
         if isinstance(answer, JSONResponse):
             return answer
         features, predicted = answer
-        spread = features["units_std_13"]
+        spread = features["units_std_91d"]
         matrix = predicted.pivot(index=PRODUCT_ID, columns="step", values="forecast").loc[
             body.product_ids
         ]
@@ -221,5 +256,6 @@ class Omnishelf:
             lead_time_days=body.lead_time_days,
             service_level=body.service_level,
             orders=orders,
+            stale_product_ids=_stale(features),
             model_version=f"{self.settings.forecaster_name}/{self.forecaster_version}",
         )

@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.identity import resolved_tables
+from pipelines import customers
 from tests.integration.conftest import free_port, start_server, stop, wait_until_answering
 
 pytestmark = pytest.mark.integration
@@ -11,25 +13,34 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def ids(workspace):
-    tables = workspace["tables"]
     settings = workspace["settings"]
+    tables, identity_map, _ = resolved_tables(settings, ["transactions", "customers", "stores"])
     demand = pd.read_parquet(settings.feast_dir / "offline" / "store_product_demand.parquet")
     store_id = int(demand["store_id"].iloc[0])
     products = demand.loc[demand["store_id"] == store_id, "product_id"].unique()[:3]
     customers = tables["customers"]
     sales = tables["transactions"]
+    opted_out = customers.loc[customers["opt_out"], "customer_id"]
+    buyers = sales.loc[~sales["customer_id"].isin(opted_out), "customer_id"].drop_duplicates()
+    # Customers with one identity each, for the merge test; `known` stays out of it.
+    single = identity_map.groupby("customer_id")["identity_key"].transform("size") == 1
+    loners = identity_map[single & identity_map["customer_id"].isin(buyers.iloc[1:])]
     return {
         "store_id": store_id,
         "products": [int(p) for p in products],
-        "known": int(
-            sales.loc[
-                ~sales["customer_id"].isin(customers.loc[customers["opt_out"], "customer_id"]),
-                "customer_id",
-            ].iloc[0]
-        ),
-        "opted_out": int(customers.loc[customers["opt_out"], "customer_id"].iloc[0]),
+        "known": int(buyers.iloc[0]),
+        "known_identity": identity_map.loc[
+            identity_map["customer_id"] == buyers.iloc[0], "identity_key"
+        ].iloc[0],
+        "loners": loners[["identity_key", "customer_id"]].head(2).to_numpy().tolist(),
+        "opted_out": int(opted_out.iloc[0]),
         "stores": set(tables["stores"]["store_id"]),
     }
+
+
+def _by_identity(key: str, **body) -> dict:
+    channel, channel_customer_id = key.split(":", 1)
+    return {"channel": channel, "channel_customer_id": channel_customer_id, **body}
 
 
 def test_ready(service):
@@ -68,6 +79,33 @@ def test_unknown_customer_gets_popular_products_in_store(service, ids):
     assert answer["personalized"] is False
     assert answer["fallback"] == "unknown_customer"
     assert len(answer["items"]) == 5
+
+
+def test_a_channel_identity_gets_its_customers_answer(service, ids):
+    by_id = service.post("/recommend", json={"customer_id": ids["known"], "k": 5}).json()
+    by_identity = service.post("/recommend", json=_by_identity(ids["known_identity"], k=5))
+    assert by_identity.status_code == 200
+    assert by_identity.json()["customer_id"] == ids["known"]
+    assert by_identity.json()["items"] == by_id["items"]
+
+
+def test_an_unknown_identity_gets_popular_products(service):
+    answer = service.post("/recommend", json=_by_identity("app:never-seen", k=4)).json()
+    assert answer["customer_id"] is None and answer["personalized"] is False
+    assert answer["fallback"] == "unknown_identity" and len(answer["items"]) == 4
+
+
+def test_a_merge_reaches_the_next_recommendation_without_retraining(service, ids, workspace):
+    (key_a, customer_a), (key_b, customer_b) = ids["loners"]
+    survivor = min(customer_a, customer_b)
+    absorbed_key = key_b if customer_b > customer_a else key_a
+    expected = service.post("/recommend", json={"customer_id": survivor, "k": 5}).json()
+    before = service.post("/recommend", json=_by_identity(absorbed_key, k=5)).json()
+    assert before["customer_id"] != survivor
+    customers.merge(workspace["settings"], key_a, key_b, reason="test")
+    after = service.post("/recommend", json=_by_identity(absorbed_key, k=5)).json()
+    assert after["customer_id"] == survivor
+    assert after["items"] == expected["items"] and after["personalized"]
 
 
 def test_opted_out_customer_is_never_personalised(service, ids):
@@ -111,6 +149,9 @@ def test_restock_orders_what_stock_does_not_cover(service, ids):
         ("/recommend", {"customer_id": 1, "k": 101}, "k"),
         ("/recommend", {"customer_id": "abc"}, "customer_id"),
         ("/recommend", {"k": 5}, "customer_id"),
+        ("/recommend", {"channel": "web"}, "channel_customer_id"),
+        ("/recommend", {"channel": "fax", "channel_customer_id": "1"}, "channel"),
+        ("/recommend", {"customer_id": 1, "channel": "web", "channel_customer_id": "x"}, "either"),
         ("/forecast", {"store_id": 1, "product_ids": [1], "horizon_days": 29}, "horizon_days"),
         ("/forecast", {"store_id": 1, "product_ids": []}, "product_ids"),
         ("/forecast", {"store_id": 1, "product_ids": [5, 5]}, "product_ids"),
@@ -125,7 +166,7 @@ def test_restock_orders_what_stock_does_not_cover(service, ids):
 def test_invalid_requests_get_400_naming_the_field(service, route, body, field):
     response = service.post(route, json=body)
     assert response.status_code == 400
-    assert field in str([error["loc"] for error in response.json()["detail"]])
+    assert field in str([(error["loc"], error["msg"]) for error in response.json()["detail"]])
     assert "Traceback" not in response.text
 
 

@@ -22,6 +22,7 @@ def test_tables_are_canonical(tables):
         "customers",
         "calendar",
         "promotions",
+        "identities",
     }
     for name, frame in tables.items():
         assert list(frame.columns) == TABLES[name].column_names, name

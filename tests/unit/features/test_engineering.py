@@ -1,8 +1,10 @@
-"""Feature engineering: the period grid, the dense demand panel, and point-in-time stamps."""
+"""Feature engineering: the period grid, the dense demand panel, the feature tables (store x
+product, customer, store, product) with hand-computed values, and point-in-time stamps."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -13,38 +15,52 @@ from features.engineering import (
     customer_features,
     demand_panel,
     period_grid,
+    product_features,
+    store_features,
     store_product_features,
 )
 from features.synthetic import SyntheticConfig, generate
 
 SMALL = SyntheticConfig(n_customers=200, n_stores=3, n_products=40, n_categories=4, days=120)
 FUEL = 999
+LINE_COLUMNS = [
+    "customer_id",
+    "order_id",
+    "product_id",
+    "store_id",
+    "ts",
+    "quantity",
+    "net_sales",
+    "channel",
+    "discount",
+]
 
 
-def _tables(lines: list[tuple], opt_out: dict[int, bool] | None = None) -> dict:
-    """Canonical tables from (customer, order, product, store, ts, quantity, net_sales) lines."""
-    sales = pd.DataFrame(
-        lines,
-        columns=[
-            "customer_id",
-            "order_id",
-            "product_id",
-            "store_id",
-            "ts",
-            "quantity",
-            "net_sales",
-        ],
-    )
+def _tables(
+    lines: list[tuple],
+    opt_out: dict[int, bool] | None = None,
+    categories: dict[int, str] | None = None,
+    list_prices: dict[int, float] | None = None,
+    **optional: pd.DataFrame,
+) -> dict:
+    """Canonical tables from (customer, order, product, store, ts, quantity, net_sales[, channel
+    [, discount]]) lines, plus optional tables (promotions, inventory) by name."""
+    sales = pd.DataFrame(lines, columns=LINE_COLUMNS[: len(lines[0])])
     sales = conform(sales, "transactions", "test")
     products = pd.DataFrame({"product_id": np.sort(sales["product_id"].unique())})
     products["sold_in_units"] = products["product_id"] != FUEL
+    if categories:
+        products["category"] = products["product_id"].map(categories)
+    if list_prices:
+        products["price"] = products["product_id"].map(list_prices)
     customers = pd.DataFrame({"customer_id": np.sort(sales["customer_id"].unique())})
     customers["opt_out"] = customers["customer_id"].map(opt_out or {}).fillna(False)
-    return {
+    tables = {
         "transactions": sales,
         "products": conform(products, "products", "test"),
         "customers": conform(customers, "customers", "test"),
     }
+    return tables | {name: conform(frame, name, "test") for name, frame in optional.items()}
 
 
 def _line(product: int, store: int, ts: str, quantity: float, net_sales: float | None = None):
@@ -53,6 +69,20 @@ def _line(product: int, store: int, ts: str, quantity: float, net_sales: float |
 
 def _stamps(*days: str) -> list[pd.Timestamp]:
     return [pd.Timestamp(day) for day in days]
+
+
+def _day(day: int, time: str = "10:00") -> str:
+    """Day `day` of data that starts on Monday 2024-01-01."""
+    return f"{pd.Timestamp('2024-01-01') + pd.Timedelta(days=day):%Y-%m-%d} {time}"
+
+
+def _by_stamp(frame: pd.DataFrame, key: str, entity: int) -> pd.DataFrame:
+    return frame[frame[key] == entity].set_index("event_timestamp")
+
+
+def _values(row: pd.Series, columns: list[str]) -> list:
+    """Row values as floats (None for NaN), for exact comparison with hand-computed lists."""
+    return [None if pd.isna(row[c]) else pytest.approx(float(row[c]), rel=1e-5) for c in columns]
 
 
 # ---- period grid ----------------------------------------------------------------------------
@@ -181,23 +211,121 @@ def test_daily_features_are_stamped_at_each_period_end_with_hand_computed_values
     assert at("2024-03-08", "units_lag_4") == 1
     assert math.isnan(at("2024-03-08", "units_lag_7"))
     assert at("2024-03-11", "units_lag_7") == 1
-    assert math.isnan(at("2024-03-07", "units_mean_4"))
-    assert at("2024-03-08", "units_mean_4") == pytest.approx((1 + 2 + 3 + 4) / 4)
-    assert at("2024-03-09", "units_mean_4") == pytest.approx((2 + 3 + 4 + 5) / 4)
-    assert math.isnan(at("2024-03-16", "units_mean_13"))
-    # Days 1..13: mean 7, population variance (13**2 - 1) / 12 = 14.
-    assert at("2024-03-17", "units_mean_13") == pytest.approx(7.0)
-    assert at("2024-03-17", "units_std_13") == pytest.approx(math.sqrt(14), rel=1e-5)
-    assert at("2024-03-17", "units_nonzero_13") == pytest.approx(1.0)
-    # Days 2..13 and a zero: sum 90, sum of squares 818.
-    assert at("2024-03-18", "units_mean_13") == pytest.approx(90 / 13)
-    assert at("2024-03-18", "units_std_13") == pytest.approx(
-        math.sqrt(818 / 13 - (90 / 13) ** 2), rel=1e-5
-    )
-    assert at("2024-03-18", "units_nonzero_13") == pytest.approx(12 / 13)
+    # On a daily grid a window of 7 days is 7 periods; 14 days hold no 28-day window.
+    assert math.isnan(at("2024-03-10", "units_mean_7d"))
+    assert at("2024-03-11", "units_mean_7d") == pytest.approx((1 + 2 + 3 + 4 + 5 + 6 + 7) / 7)
+    assert at("2024-03-12", "units_mean_7d") == pytest.approx((2 + 3 + 4 + 5 + 6 + 7 + 8) / 7)
+    for column in ("units_mean_28d", "units_std_28d", "units_mean_91d", "units_nonzero_91d"):
+        assert f[column].isna().all()
     assert at("2024-03-05", "price_last") == 2.0
     assert at("2024-03-17", "price_last") == 3.0
     assert at("2024-03-18", "price_last") == 3.0  # no sale that day: the last price carries
+    # Without promotions or inventory: never on promotion, stock unknown.
+    assert (f["promo_share_28d"] == 0).all() and (f["on_promo_last"] == 0).all()
+    assert f["on_hand_last"].isna().all() and f["days_of_cover"].isna().all()
+
+
+def test_weekly_windows_in_days_cover_whole_weeks():
+    # The same 14 numbers, one per week (Mondays from Jan 1); product 101 sells every Sunday.
+    lines = []
+    for week, units in enumerate(UNITS_100):
+        monday = pd.Timestamp("2024-01-01") + pd.Timedelta(weeks=week)
+        if units:
+            lines.append(_line(100, 1, f"{monday:%Y-%m-%d} 12:00", units))
+        lines.append(_line(101, 1, f"{monday + pd.Timedelta(days=6):%Y-%m-%d} 12:00", 1))
+    f = store_product_features(demand_panel(_tables(lines), "W"), "W")
+    f = _by_stamp(f, "product_id", 100)
+
+    def at(stamp: str, column: str) -> float:
+        return float(f.loc[pd.Timestamp(stamp), column])
+
+    # Weeks 1..n end at Jan 8, 15, ...: 7 days = 1 week, 28 days = 4, 91 days = 13.
+    assert f["units_mean_7d"].tolist() == f["units_lag_1"].tolist()
+    assert math.isnan(at("2024-01-22", "units_mean_28d"))
+    assert at("2024-01-29", "units_mean_28d") == pytest.approx((1 + 2 + 3 + 4) / 4)
+    assert at("2024-01-29", "units_std_28d") == pytest.approx(math.sqrt(1.25), rel=1e-5)
+    assert math.isnan(at("2024-03-25", "units_mean_91d"))
+    # Weeks 1..13: mean 7, population variance (13**2 - 1) / 12 = 14.
+    assert at("2024-04-01", "units_mean_91d") == pytest.approx(7.0)
+    assert at("2024-04-01", "units_std_91d") == pytest.approx(math.sqrt(14), rel=1e-5)
+    assert at("2024-04-01", "units_nonzero_91d") == pytest.approx(1.0)
+    # Weeks 2..13 and a zero: sum 90, sum of squares 818.
+    assert at("2024-04-08", "units_mean_91d") == pytest.approx(90 / 13)
+    assert at("2024-04-08", "units_std_91d") == pytest.approx(
+        math.sqrt(818 / 13 - (90 / 13) ** 2), rel=1e-5
+    )
+    assert at("2024-04-08", "units_nonzero_91d") == pytest.approx(12 / 13)
+    assert at("2024-04-08", "units_mean_28d") == pytest.approx((11 + 12 + 13 + 0) / 4)
+
+
+# Eight weeks (Mondays Jan 1 .. Feb 19) of store 1 x product 100 selling 7, 14, 7 and then nothing.
+STOCK_LINES = [
+    _line(100, 1, "2024-01-01 09:00", 7),
+    _line(100, 1, "2024-01-09 09:00", 14),
+    _line(100, 1, "2024-01-16 09:00", 7),
+    _line(100, 1, "2024-02-25 23:00", 0),  # fixes the end of the data
+]
+STOCK_STAMPS = list(pd.date_range("2024-01-08", periods=8, freq="7D"))
+
+
+def _promotion(store: int, product: int, start: str, end: str) -> tuple:
+    return (store, product, start, end, "display")
+
+
+PROMOTIONS = pd.DataFrame(
+    [
+        _promotion(1, 100, "2023-12-20", "2023-12-31"),  # before the grid, inside the first window
+        _promotion(1, 100, "2024-01-05", "2024-01-07"),
+        _promotion(1, 100, "2024-01-06", "2024-01-10"),  # overlaps: Jan 5..10 count once
+        _promotion(1, 100, "2024-01-21", "2024-01-21"),  # one day: the end date is inclusive
+        _promotion(2, 100, "2024-01-01", "2024-02-25"),  # another store
+        _promotion(1, 555, "2024-01-01", "2024-02-25"),  # another product
+    ],
+    columns=["store_id", "product_id", "start_date", "end_date", "promo_type"],
+)
+INVENTORY = pd.DataFrame(
+    [
+        (1, 100, "2024-01-07", 5.0),  # Sundays: the start of each week's last day
+        (1, 100, "2024-01-10", 99.0),  # a Wednesday: not the last day of a week
+        (1, 100, "2024-01-28", 3.0),
+        (1, 100, "2024-02-04", 0.0),
+        (1, 100, "2024-02-11", 2.0),
+        (1, 100, "2024-02-25", 4.0),
+        (2, 100, "2024-01-28", 50.0),  # another store
+    ],
+    columns=["store_id", "product_id", "date", "on_hand"],
+)
+
+
+def _stock_features(**optional: pd.DataFrame) -> pd.DataFrame:
+    tables = _tables(STOCK_LINES, **optional)
+    panel = demand_panel(tables, "W", min_active_share=0.25)
+    return store_product_features(panel, "W", tables).set_index("event_timestamp")
+
+
+def test_promotion_share_counts_promoted_days_of_the_28_before_the_stamp():
+    f = _stock_features(promotions=PROMOTIONS)
+    assert list(f.index) == STOCK_STAMPS
+    # Jan 8 sees Dec 11..Jan 7: Dec 20..31 and Jan 5..7. Jan 15 adds Jan 8..10, Jan 22 drops
+    # Dec 18..24 and adds Jan 21; Jan 29 sees only Jan 5..10 and Jan 21; and so on.
+    assert f["promo_share_28d"].tolist() == pytest.approx(
+        [15 / 28, 18 / 28, 14 / 28, 7 / 28, 4 / 28, 1 / 28, 0.0, 0.0]
+    )
+    # The last days are the Sundays Jan 7, 14, 21, 28, ...
+    assert f["on_promo_last"].tolist() == [1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_on_hand_is_the_snapshot_of_the_last_day_and_cover_uses_the_28_day_rate():
+    f = _stock_features(inventory=INVENTORY)
+    on_hand = [5.0, None, None, 3.0, 0.0, 2.0, None, 4.0]
+    assert [None if math.isnan(v) else v for v in f["on_hand_last"]] == on_hand
+    # Weekly means over 4 weeks: -, -, -, 28/4, 21/4, 7/4, 0, 0 units, a seventh of that per day.
+    assert f["units_mean_28d"].tolist()[3:] == pytest.approx([7.0, 5.25, 1.75, 0.0, 0.0])
+    cover = [None, None, None, 3 / 1.0, 0 / 0.75, 2 / 0.25, None, None]  # 0 sold: no cover
+    assert [None if math.isnan(v) else v for v in f["days_of_cover"]] == [
+        c if c is None else pytest.approx(c) for c in cover
+    ]
+    assert (f["promo_share_28d"] == 0).all()  # no promotions table
 
 
 # Weekly, one series: weeks of Jan 1, 8, 15 and 22; T = 2024-01-15 ends the week of Jan 8.
@@ -258,8 +386,8 @@ def test_nothing_after_t_changes_a_row_stamped_t_or_earlier():
 # ---- customer features ----------------------------------------------------------------------
 
 
-def _order(customer: int, order: int, ts: str, net_sales: float) -> tuple:
-    return (customer, order, 100, 1, ts, 1, net_sales)
+def _order(customer: int, order: int, ts: str, net_sales: float, product: int = 100) -> tuple:
+    return (customer, order, product, 1, ts, 1, net_sales)
 
 
 CUSTOMER_LINES = [
@@ -276,7 +404,15 @@ CUSTOMER_LINES = [
     # customer 3: first order exactly at the first snapshot's stamp
     _order(3, 8, "2024-01-08 00:00", 5.0),
 ]
-COLUMNS = ["orders_28d", "orders_91d", "net_sales_91d", "days_since_last_order", "opt_out"]
+COLUMNS = [
+    "orders_7d",
+    "orders_28d",
+    "orders_91d",
+    "net_sales_7d",
+    "net_sales_91d",
+    "days_since_last_order",
+    "opt_out",
+]
 
 
 def test_customer_snapshots_are_hand_computed_and_start_after_the_first_order():
@@ -289,20 +425,27 @@ def test_customer_snapshots_are_hand_computed_and_start_after_the_first_order():
     }
     # Snapshots at the end of days 6, 13, 20, 27 and 34, stamped the next midnight.
     assert got == {
-        (1, "01-08"): [2, 2, 9, 7 - 3, 0],
-        (1, "01-15"): [3, 3, 10, 14 - 10, 0],
-        (1, "01-22"): [3, 3, 10, 21 - 10, 0],
-        (1, "01-29"): [3, 3, 10, 28 - 10, 0],
-        (1, "02-05"): [2, 4, 20, 35 - 30, 0],  # the 28 days hold days 10 and 30 only
-        (2, "01-15"): [1, 1, 7, 14 - 9, 1],
-        (2, "01-22"): [2, 2, 15, 21 - 20, 1],
-        (2, "01-29"): [2, 2, 15, 28 - 20, 1],
-        (2, "02-05"): [3, 3, 24, 35 - 34, 1],
-        (3, "01-15"): [1, 1, 5, 14 - 7, 0],
-        (3, "01-22"): [1, 1, 5, 21 - 7, 0],
-        (3, "01-29"): [1, 1, 5, 28 - 7, 0],
-        (3, "02-05"): [1, 1, 5, 35 - 7, 0],
+        (1, "01-08"): [2, 2, 2, 9, 9, 7 - 3, 0],
+        (1, "01-15"): [1, 3, 3, 1, 10, 14 - 10, 0],
+        (1, "01-22"): [0, 3, 3, 0, 10, 21 - 10, 0],
+        (1, "01-29"): [0, 3, 3, 0, 10, 28 - 10, 0],
+        (1, "02-05"): [1, 2, 4, 10, 20, 35 - 30, 0],  # the 28 days hold days 10 and 30 only
+        (2, "01-15"): [1, 1, 1, 7, 7, 14 - 9, 1],
+        (2, "01-22"): [1, 2, 2, 8, 15, 21 - 20, 1],
+        (2, "01-29"): [0, 2, 2, 0, 15, 28 - 20, 1],
+        (2, "02-05"): [1, 3, 3, 9, 24, 35 - 34, 1],
+        (3, "01-15"): [1, 1, 1, 5, 5, 14 - 7, 0],
+        (3, "01-22"): [0, 1, 1, 0, 5, 21 - 7, 0],
+        (3, "01-29"): [0, 1, 1, 0, 5, 28 - 7, 0],
+        (3, "02-05"): [0, 1, 1, 0, 5, 35 - 7, 0],
     }
+    assert features["opt_out"].dtype == "int64"
+    assert (
+        features.drop(
+            columns=["customer_id", "event_timestamp", "top_categories", "opt_out"]
+        ).dtypes
+        == "float32"
+    ).all()
 
 
 def test_customer_snapshot_before_first_order_is_absent():
@@ -313,3 +456,263 @@ def test_customer_snapshot_before_first_order_is_absent():
     assert first_stamp[2] == pd.Timestamp("2024-01-15")  # not 01-08: no order before it
     assert first_stamp[3] == pd.Timestamp("2024-01-15")  # an order at 01-08 00:00 is not before
     assert features["days_since_last_order"].notna().all()
+
+
+# 121 days (Jan 1 .. Apr 30); the last snapshot ends day 120 and its 91 days are days 30..120.
+CATEGORIES = {1: "bakery", 2: "apples", 3: "candy", 4: "dairy", 5: "zucchini", 6: ""}
+MIX_LINES = [
+    # customer 1: one early store order, then 4 orders in the last 91 days
+    *[(1, 10, 5, 1, _day(0), 1, 1.0, "store") for _ in range(3)],
+    (1, 11, 1, 1, _day(91), 1, 1.0, "web"),
+    (1, 11, 2, 1, _day(91), 1, 1.0, "web"),
+    (1, 12, 1, 1, _day(100), 1, 1.0, "web"),
+    (1, 12, 2, 1, _day(100), 1, 1.0, "web"),
+    (1, 12, 6, 1, _day(100), 1, 1.0, "web"),
+    (1, 13, 4, 1, _day(110), 1, 1.0, "app"),
+    (1, 13, 6, 1, _day(110), 1, 1.0, "app"),
+    (1, 14, 3, 1, _day(115), 1, 1.0, "store"),
+    (1, 14, 6, 1, _day(115), 1, 1.0, "store"),
+    # customer 2: one mini-program order on day 9
+    (2, 20, 2, 1, _day(9), 1, 1.0, "mini_program"),
+    # customer 3: one order on the last day, of a product without a category name
+    (3, 30, 6, 1, _day(120), 1, 1.0, "store"),
+]
+SHARES = ["share_store_91d", "share_web_91d", "share_app_91d", "share_mini_program_91d"]
+
+
+def test_channel_shares_and_top_categories_over_the_last_91_days():
+    features = customer_features(_tables(MIX_LINES, categories=CATEGORIES))
+    last = pd.Timestamp("2024-05-01")
+    assert features["event_timestamp"].max() == last
+
+    one = _by_stamp(features, "customer_id", 1).loc[last]
+    assert _values(one, SHARES) == [1 / 4, 2 / 4, 1 / 4, 0.0]  # the day-0 order is too old
+    # bakery 2, apples 2, candy 1, dairy 1 (zucchini is too old, "" has no name): ties by name.
+    assert one["top_categories"] == "apples|bakery|candy"
+    assert _by_stamp(features, "customer_id", 1).loc["2024-01-08", "top_categories"] == "zucchini"
+
+    two = _by_stamp(features, "customer_id", 2)
+    assert _values(two.loc["2024-01-15"], SHARES) == [0.0, 0.0, 0.0, 1.0]
+    assert two.loc["2024-01-15", "top_categories"] == "apples"
+    assert _values(two.loc[last], SHARES) == [None] * 4  # no order in the window
+    assert two.loc[last, "top_categories"] == ""
+    assert two.loc[last, "orders_91d"] == 0
+
+    three = _by_stamp(features, "customer_id", 3).loc[last]
+    assert _values(three, SHARES) == [1.0, 0.0, 0.0, 0.0]
+    assert three["top_categories"] == ""
+
+
+CYCLE = ["days_since_last_order", "mean_days_between_orders", "std_days_between_orders"]
+
+
+def test_purchase_cycle_is_over_distinct_order_days_of_all_history():
+    lines = [
+        _order(1, 1, _day(0), 1.0),
+        _order(1, 2, _day(2), 1.0),
+        _order(1, 3, _day(8, "09:00"), 1.0),
+        _order(1, 4, _day(8, "18:00"), 1.0),  # a second order that day: not a gap of 0
+        _order(1, 5, _day(20), 1.0),
+        _order(2, 6, _day(3), 1.0),  # one order day: no cycle
+    ]
+    features = customer_features(_tables(lines))
+    one = _by_stamp(features, "customer_id", 1)
+    # Day 7: gaps [2]. Day 14: gaps [2, 6]. Day 21: gaps [2, 6, 12], mean 20/3.
+    assert _values(one.loc["2024-01-08"], CYCLE + ["churn_risk"]) == [5, 2, None, 5 / 2]
+    assert _values(one.loc["2024-01-15"], CYCLE + ["churn_risk"]) == [6, 4, 2, 6 / 4]
+    std = float(np.std([2, 6, 12]))
+    assert _values(one.loc["2024-01-22"], CYCLE + ["churn_risk"]) == [1, 20 / 3, std, 3 / 20]
+    two = _by_stamp(features, "customer_id", 2)
+    assert _values(two.loc["2024-01-22"], CYCLE + ["churn_risk"]) == [18, None, None, None]
+
+
+# ---- store features -------------------------------------------------------------------------
+
+# Thirty days (Jan 1 .. Jan 30); store 1 sells on days 0, 1 and 29, store 2 only on day 1.
+STORE_LINES = [
+    (1, 1, 100, 1, _day(0), 2, 4.0, "store", 0.0),
+    (1, 1, 101, 1, _day(0), 1, 3.0, "store", 0.5),
+    (1, 1, FUEL, 1, _day(0), 30, 60.0, "store", 0.0),  # not in units: sales but no units
+    (2, 2, 100, 1, _day(1), 4, 8.0, "web", 1.0),
+    (1, 3, 100, 1, _day(29), 1, 2.0, "store", 0.0),
+    (3, 4, 100, 2, _day(1), 3, 6.0, "store", 0.0),
+]
+STORE_COLUMNS = [
+    "units_per_day_28d",
+    "baskets_per_day_28d",
+    "avg_basket_value_28d",
+    "promo_share_28d",
+    "stockout_rate_28d",
+]
+STORE_INVENTORY = pd.DataFrame(
+    [
+        (1, 102, "2023-12-31", 0.0),  # before the first sale, inside the first window
+        (1, 100, "2024-01-01", 5.0),
+        (1, 101, "2024-01-01", 0.0),
+        (1, 100, "2024-01-02", 0.0),
+        (1, 101, "2024-01-02", 2.0),
+        (1, 100, "2024-01-30", 0.0),
+        (3, 100, "2024-01-10", 0.0),  # a store without sales
+    ],
+    columns=["store_id", "product_id", "date", "on_hand"],
+)
+
+
+def test_store_features_per_day_over_the_last_28_days():
+    features = store_features(_tables(STORE_LINES, inventory=STORE_INVENTORY))
+    one, two = (_by_stamp(features, "store_id", store) for store in (1, 2))
+    assert list(one.index) == list(pd.date_range("2024-01-02", "2024-01-31"))  # days 0..29
+    assert list(two.index) == list(pd.date_range("2024-01-03", "2024-01-31"))  # days 1..29
+    assert (features.drop(columns=["store_id", "event_timestamp"]).dtypes == "float32").all()
+
+    # Stamp Jan 2 sees day 0: units 2 + 1 (fuel left out), one basket of 67, 1 of 3 lines
+    # discounted; stock: product 102 on Dec 31 and 101 on Jan 1 at zero, 100 not.
+    assert _values(one.loc["2024-01-02"], STORE_COLUMNS) == [3 / 28, 1 / 28, 67.0, 1 / 3, 2 / 3]
+    assert _values(one.loc["2024-01-03"], STORE_COLUMNS) == [7 / 28, 2 / 28, 75 / 2, 2 / 4, 3 / 5]
+    # Jan 29 sees days 0..27 (Dec 31 has left the window); Jan 30 days 1..28; Jan 31 days 2..29.
+    assert _values(one.loc["2024-01-29"], STORE_COLUMNS) == [7 / 28, 2 / 28, 75 / 2, 2 / 4, 2 / 4]
+    assert _values(one.loc["2024-01-30"], STORE_COLUMNS) == [4 / 28, 1 / 28, 8.0, 1.0, 1 / 2]
+    assert _values(one.loc["2024-01-31"], STORE_COLUMNS) == [1 / 28, 1 / 28, 2.0, 0.0, 1.0]
+    # Store 2 has no inventory; on Jan 31 its only sale (day 1) has left the window.
+    assert _values(two.loc["2024-01-03"], STORE_COLUMNS) == [3 / 28, 1 / 28, 6.0, 0.0, None]
+    assert _values(two.loc["2024-01-31"], STORE_COLUMNS) == [0.0, 0.0, None, None, None]
+
+
+def test_store_stockout_rate_is_nan_without_inventory():
+    features = store_features(_tables(STORE_LINES))
+    assert features["stockout_rate_28d"].isna().all()
+    with_inventory = store_features(_tables(STORE_LINES, inventory=STORE_INVENTORY))
+    pd.testing.assert_frame_equal(
+        features.drop(columns="stockout_rate_28d"),
+        with_inventory.drop(columns="stockout_rate_28d"),
+    )
+
+
+# ---- product features -----------------------------------------------------------------------
+
+# 100 days (Jan 1 .. Apr 9): snapshots end days 28, 56, 84 and 100 (Jan 29, Feb 26, Mar 25, Apr 10).
+PRODUCT_LINES = [
+    (1, 1, 1, 1, _day(0), 2, 4.0),  # unit price 2.0
+    (1, 2, 1, 1, _day(5), 1, 3.0),
+    (2, 3, 1, 1, _day(10), 1, 2.5),
+    (2, 3, 1, 1, _day(10), 0, 1.0),  # no units: no price; the same order: not a repeat
+    (3, 6, 3, 1, _day(1), 1, 5.0),
+    (1, 7, 4, 1, _day(20), 1, 1.0),
+    (1, 5, 2, 1, _day(40), 2, 6.0),
+    (2, 9, 1, 1, _day(60), 1, 4.0),
+    (4, 8, 4, 1, _day(99), 1, 1.0),
+]
+PRODUCT_CATEGORIES = {1: "dairy", 2: "bakery", 3: "candy", 4: "dairy"}
+LIST_PRICES = {1: 9.0, 2: 4.0, 3: 7.0, 4: 1.5}
+PRODUCT_COLUMNS = ["price", "buyers_91d", "popularity_rank", "repeat_purchase_rate"]
+
+
+def test_product_snapshots_every_28_days_with_hand_computed_values():
+    tables = _tables(PRODUCT_LINES, categories=PRODUCT_CATEGORIES, list_prices=LIST_PRICES)
+    features = product_features(tables)
+    got = {
+        (int(row.product_id), row.event_timestamp.strftime("%m-%d")): _values(row, PRODUCT_COLUMNS)
+        for _, row in features.iterrows()
+    }
+    assert got == {
+        # Product 1: unit prices 2, 3, 2.5 (then 4 on day 60); buyer 2 repeats on day 60.
+        (1, "01-29"): [2.5, 2, 1, 1 / 2],
+        (1, "02-26"): [2.5, 2, 1, 1 / 2],
+        (1, "03-25"): [(2.5 + 3) / 2, 2, 1, 2 / 2],
+        (1, "04-10"): [(2.5 + 4) / 2, 1, 2, 2 / 2],  # days 9..99 hold day 10 and day 60
+        # Product 2: first sold on day 40.
+        (2, "02-26"): [3.0, 1, 2, 0.0],
+        (2, "03-25"): [3.0, 1, 2, 0.0],
+        (2, "04-10"): [3.0, 1, 2, 0.0],
+        # Product 3: sold on day 1 only; after day 91 its price falls back to the list price
+        # and, without buyers, it ranks after the 3 products that have some.
+        (3, "01-29"): [5.0, 1, 2, 0.0],
+        (3, "02-26"): [5.0, 1, 2, 0.0],
+        (3, "03-25"): [5.0, 1, 2, 0.0],
+        (3, "04-10"): [7.0, 0, 4, 0.0],
+        # Product 4: ties with the others until a second buyer on day 99.
+        (4, "01-29"): [1.0, 1, 2, 0.0],
+        (4, "02-26"): [1.0, 1, 2, 0.0],
+        (4, "03-25"): [1.0, 1, 2, 0.0],
+        (4, "04-10"): [1.0, 2, 1, 0.0],
+    }
+    assert features.set_index("product_id")["category"].to_dict() == PRODUCT_CATEGORIES
+    assert (features[PRODUCT_COLUMNS].dtypes == "float32").all()
+
+
+# ---- point in time: an event at T is seen by the rows stamped after T only -------------------
+
+
+def _assert_seen_only_after(
+    build: Callable[[dict], pd.DataFrame],
+    key: str,
+    lines: list[tuple],
+    event: Callable[[str], list[tuple]],
+    entity: int,
+    stamp: pd.Timestamp,
+    next_stamp: pd.Timestamp,
+    **table_options,
+) -> None:
+    """Lines `event(ts)` just before `stamp` change the entity's row at `stamp`; at exactly
+    `stamp` they change no row stamped up to `stamp`, and the entity's row at `next_stamp` does."""
+    minute = pd.Timedelta(minutes=1)
+    base, before, at_t = (
+        build(_tables(lines + extra, **table_options))
+        for extra in ([], event(f"{stamp - minute}"), event(f"{stamp}"))
+    )
+
+    def rows(frame: pd.DataFrame, keep: pd.Series) -> pd.DataFrame:
+        return frame[keep].reset_index(drop=True)
+
+    def row(frame: pd.DataFrame, when: pd.Timestamp) -> pd.DataFrame:
+        return rows(frame, (frame["event_timestamp"] == when) & (frame[key] == entity))
+
+    pd.testing.assert_frame_equal(
+        rows(at_t, at_t["event_timestamp"] <= stamp), rows(base, base["event_timestamp"] <= stamp)
+    )
+    pd.testing.assert_frame_equal(
+        rows(before, before["event_timestamp"] < stamp), rows(base, base["event_timestamp"] < stamp)
+    )
+    assert len(row(base, stamp)) == 1 and len(row(base, next_stamp)) == 1
+    assert not row(before, stamp).equals(row(base, stamp))
+    assert not row(at_t, next_stamp).equals(row(base, next_stamp))
+
+
+def test_customer_features_see_an_order_at_t_only_after_t():
+    _assert_seen_only_after(
+        customer_features,
+        "customer_id",
+        CUSTOMER_LINES,
+        lambda ts: [_order(1, 99, ts, 6.0)],
+        entity=1,
+        stamp=pd.Timestamp("2024-01-22"),
+        next_stamp=pd.Timestamp("2024-01-29"),
+    )
+
+
+def test_store_features_see_a_sale_at_t_only_after_t():
+    _assert_seen_only_after(
+        store_features,
+        "store_id",
+        STORE_LINES,
+        lambda ts: [(1, 98, 100, 1, ts, 1, 2.0, "store", 1.0)],
+        entity=1,
+        stamp=pd.Timestamp("2024-01-03"),
+        next_stamp=pd.Timestamp("2024-01-04"),
+        inventory=STORE_INVENTORY,
+    )
+
+
+def test_product_features_see_a_sale_at_t_only_after_t():
+    _assert_seen_only_after(
+        product_features,
+        "product_id",
+        PRODUCT_LINES,
+        # A new buyer and a repeat: buyers, price, rank and repeat rate all move.
+        lambda ts: [(5, 97, 2, 1, ts, 1, 5.0), (1, 96, 2, 1, ts, 1, 5.0)],
+        entity=2,
+        stamp=pd.Timestamp("2024-02-26"),
+        next_stamp=pd.Timestamp("2024-03-25"),
+        categories=PRODUCT_CATEGORIES,
+        list_prices=LIST_PRICES,
+    )

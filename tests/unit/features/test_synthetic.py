@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from features.contract import CHANNELS, TABLES, check_references, conform
+from features.identity import resolve
 from features.synthetic import FIRST_PRODUCT_ID, SyntheticConfig, generate
 
 SMALL = SyntheticConfig(n_customers=200, n_stores=4, n_products=60, days=120)
@@ -69,7 +70,8 @@ def test_dimension_tables(tables):
     assert (products["price"] > 0).all() and products["sold_in_units"].all()
     assert stores["store_id"].tolist() == [1, 2, 3, 4]
     assert stores["lead_time_days"].between(1, 4).all()
-    assert customers["customer_id"].tolist() == list(range(1, 201))
+    # One row per channel account: persons keep their number, extra channels get new ones.
+    assert customers["customer_id"].tolist() == list(range(1, len(tables["identities"]) + 1))
     assert customers["home_store_id"].isin(stores["store_id"]).all()
     big = generate(SyntheticConfig(n_customers=3000, n_stores=2, n_products=20, days=14))
     assert 0.015 < big["customers"]["opt_out"].mean() < 0.05
@@ -177,17 +179,24 @@ def test_weekday_profile_follows_the_configured_factors():
     np.testing.assert_allclose(flat, 1.0, atol=0.06)
 
 
-def test_customers_have_identities_in_several_channels(tables):
+def test_each_channel_account_is_one_identity_and_keys_reunite_persons(tables):
     identities = tables["identities"]
     assert identities["channel"].isin(CHANNELS).all()
     assert identities["channel_customer_id"].is_unique
-    assert not identities.duplicated(["customer_id", "channel"]).any()
-    per_customer = identities.groupby("customer_id")["channel"].nunique()
-    assert per_customer.index.equals(pd.Index(range(1, SMALL.n_customers + 1), name="customer_id"))
-    assert (per_customer >= 2).mean() > 0.3
+    assert identities["customer_id"].is_unique
+    assert identities["customer_id"].isin(tables["customers"]["customer_id"]).all()
     used = tables["transactions"][["customer_id", "channel"]].drop_duplicates()
     assert len(used.merge(identities, on=["customer_id", "channel"])) == len(used)
     assert set(used["channel"]) == set(CHANNELS)
+    # Persons keep accounts 1..n: resolution joins some of their other channels to them, and
+    # never two persons together (their keys are distinct).
+    resolved = resolve(identities)
+    primary = resolved["source_customer_id"] <= SMALL.n_customers
+    assert (
+        resolved.loc[primary, "customer_id"] == resolved.loc[primary, "source_customer_id"]
+    ).all()
+    joined = (resolved.loc[~primary, "customer_id"] <= SMALL.n_customers).mean()
+    assert 0.4 < joined < 0.95
 
 
 def test_orders_are_one_customer_channel_store_and_time(tables):

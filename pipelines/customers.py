@@ -1,0 +1,199 @@
+"""Decisions on customers that must count at once, without retraining: merge and split
+identities, opt out or back in, forget.
+
+Each decision is recorded in the identity ledger, the customer feature tables are recomputed from
+the resolved data, and the rows that changed are written straight to the online store, stamped
+now so that they win over older rows on every online store.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.contract import CUSTOMER_ID, identity_key
+from features.dataset import load_info, load_tables, save_tables, write_atomically
+from features.engineering import EVENT_TIMESTAMP, customer_features
+from features.feature_store import open_store, write_offline_tables, write_online
+from features.identity import (
+    IDENTITY_KEY,
+    IdentityLedger,
+    identity_features,
+    resolved_tables,
+    without_forgotten,
+)
+from features.repo.definitions import FEATURE_TABLES, customer_profile
+from features.settings import Settings
+from pipelines.steps import FINGERPRINT_FILE
+
+
+@dataclass(frozen=True)
+class CustomerUpdate:
+    action: str
+    customers_changed: int
+    identities_changed: int
+    seconds: float
+
+
+def merge(settings: Settings, key: str, other: str, reason: str) -> CustomerUpdate:
+    _check_keys(settings, [key, other])
+    IdentityLedger(settings.identity_dir).add_rule("merge", key, other, reason)
+    return _refresh(settings, "merge")
+
+
+def split(settings: Settings, key: str, reason: str) -> CustomerUpdate:
+    _check_keys(settings, [key])
+    IdentityLedger(settings.identity_dir).add_rule("split", key, reason=reason)
+    return _refresh(settings, "split")
+
+
+def set_opt_out(settings: Settings, customer_id: int, opt_out: bool) -> CustomerUpdate:
+    _check_customer(settings, customer_id)
+    IdentityLedger(settings.identity_dir).set_consent(customer_id, opt_out)
+    return _refresh(settings, "opt-out" if opt_out else "opt-in")
+
+
+def forget(settings: Settings, customer_id: int) -> CustomerUpdate:
+    """Remove the customer everywhere: online rows overwritten, source tables and feature tables
+    rewritten without them, and a mark that keeps them out of later loads and training runs."""
+    began = time.perf_counter()
+    ledger = IdentityLedger(settings.identity_dir)
+    if customer_id in set(ledger.forgotten()[CUSTOMER_ID]):
+        return CustomerUpdate("forget", 0, 0, time.perf_counter() - began)  # already done
+    identity_map = _check_customer(settings, customer_id)
+    ledger.forget(customer_id)
+    theirs = identity_map[identity_map[CUSTOMER_ID] == customer_id]
+    store = open_store(settings)
+    now = pd.Timestamp.now().floor("s")
+    # Feast has no delete by entity: overwrite every value (an all-empty row is refused, so the
+    # consent flag and the reason stay set).
+    write_online(store, "customer_profile", _tombstones([customer_id], now))
+    write_online(
+        store,
+        "identity_resolution",
+        pd.DataFrame(
+            {
+                IDENTITY_KEY: theirs[IDENTITY_KEY].to_numpy(),
+                CUSTOMER_ID: pd.array([None] * len(theirs), dtype="Int64"),
+                "reason": "forgotten",
+                EVENT_TIMESTAMP: now,
+            }
+        ),
+    )
+    info = load_info(settings.tables_dir)
+    kept = without_forgotten(load_tables(settings.tables_dir), ledger.rules(), ledger.forgotten())
+    updated = save_tables(kept, settings.tables_dir, info.name, info.freq, info.country)
+    offline = {
+        "customer_profile": _read_offline(settings, "customer_profile"),
+        "identity_resolution": _read_offline(settings, "identity_resolution"),
+    }
+    write_offline_tables(
+        settings,
+        {
+            "customer_profile": offline["customer_profile"].query(f"{CUSTOMER_ID} != @customer_id"),
+            "identity_resolution": offline["identity_resolution"][
+                ~offline["identity_resolution"][IDENTITY_KEY].isin(theirs[IDENTITY_KEY])
+            ],
+        },
+    )
+    # The aggregate views hold no personal rows: they stay valid for the new tables.
+    marker = settings.feast_dir / FINGERPRINT_FILE
+    write_atomically(marker, lambda path: path.write_text(updated.fingerprint))
+    return CustomerUpdate("forget", 1, len(theirs), time.perf_counter() - began)
+
+
+def _refresh(settings: Settings, action: str) -> CustomerUpdate:
+    """Re-resolve, rewrite the customer and identity feature tables, push what changed."""
+    began = time.perf_counter()
+    tables, identity_map, _ = resolved_tables(settings, ["transactions", "products", "customers"])
+    now = pd.Timestamp.now().floor("s")
+    previous_identities = _read_offline(settings, "identity_resolution")
+    identities = identity_features(identity_map, previous_identities, now)
+    profile = customer_features(tables)
+    before = _latest(_read_offline(settings, "customer_profile"))
+    after = _latest(profile)
+    changed = _changed_rows(before, after)
+    vanished = sorted(set(before[CUSTOMER_ID]) - set(after[CUSTOMER_ID]))
+    store = open_store(settings)
+    if len(changed):
+        write_online(store, "customer_profile", changed.assign(**{EVENT_TIMESTAMP: now}))
+    if vanished:
+        write_online(store, "customer_profile", _tombstones(vanished, now))
+    moved = identities[identities[EVENT_TIMESTAMP] == now]
+    if len(moved):
+        write_online(store, "identity_resolution", moved)
+    write_offline_tables(settings, {"customer_profile": profile, "identity_resolution": identities})
+    return CustomerUpdate(
+        action, len(changed) + len(vanished), len(moved), time.perf_counter() - began
+    )
+
+
+def _read_offline(settings: Settings, view: str) -> pd.DataFrame:
+    path = settings.feast_dir / FEATURE_TABLES[view]
+    if not path.exists():
+        raise FileNotFoundError(f"no feature table {path}: run `omnishelf features materialize`")
+    frame = pd.read_parquet(path)
+    frame[EVENT_TIMESTAMP] = frame[EVENT_TIMESTAMP].dt.tz_convert(None)
+    return frame
+
+
+def _latest(profile: pd.DataFrame) -> pd.DataFrame:
+    ordered = profile.sort_values([CUSTOMER_ID, EVENT_TIMESTAMP])
+    return ordered.drop_duplicates(CUSTOMER_ID, keep="last").reset_index(drop=True)
+
+
+def _changed_rows(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """Rows of `after` that are new or differ from `before` in any feature."""
+    features = [c for c in after.columns if c not in (CUSTOMER_ID, EVENT_TIMESTAMP)]
+    joined = after.merge(before, on=CUSTOMER_ID, how="left", suffixes=("", "_before"))
+    differs = np.zeros(len(joined), bool)
+    for column in features:
+        new, old = joined[column], joined[f"{column}_before"]
+        differs |= ~((new == old) | (new.isna() & old.isna())).to_numpy()
+    return after[differs].reset_index(drop=True)
+
+
+def _tombstones(customer_ids: list[int], now: pd.Timestamp) -> pd.DataFrame:
+    """Customer rows with every value emptied and consent withheld, so nothing personalises."""
+    empty = {field.name: None for field in customer_profile.features}
+    return pd.DataFrame(
+        {
+            CUSTOMER_ID: np.asarray(customer_ids, dtype="int64"),
+            **empty,
+            "opt_out": 1,
+            EVENT_TIMESTAMP: now,
+        }
+    )
+
+
+def _check_keys(settings: Settings, keys: list[str]) -> None:
+    identities = load_tables(settings.tables_dir, ["identities"])["identities"]
+    known = set(identity_key(identities["channel"], identities["channel_customer_id"]))
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise LookupError(
+            f"unknown identity {unknown[0]!r}: identities are channel:channel_customer_id, "
+            f"e.g. {next(iter(sorted(known)), 'store:123')!r}"
+        )
+
+
+def _check_customer(settings: Settings, customer_id: int) -> pd.DataFrame:
+    """The identity map, once the customer is known to it."""
+    _, identity_map, _ = resolved_tables(settings, [])
+    forgotten = set(IdentityLedger(settings.identity_dir).forgotten()[CUSTOMER_ID])
+    if customer_id in forgotten or customer_id not in set(identity_map[CUSTOMER_ID]):
+        raise LookupError(f"unknown customer_id {customer_id}")
+    return identity_map
+
+
+def audit(settings: Settings, customer_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The customer's identities (why each is there) and the decisions that touched them."""
+    identity_map = _check_customer(settings, customer_id)
+    theirs = identity_map[identity_map[CUSTOMER_ID] == customer_id]
+    rules = IdentityLedger(settings.identity_dir).rules()
+    keys = set(theirs[IDENTITY_KEY])
+    touched = rules[rules[IDENTITY_KEY].isin(keys) | rules["other_key"].isin(keys)]
+    return theirs.reset_index(drop=True), touched.reset_index(drop=True)
