@@ -245,7 +245,8 @@ def store_product_features(
         columns[f"units_lag_{lag}"] = shifted
     for days in STORE_PRODUCT_WINDOWS_DAYS:
         columns[f"units_mean_{days}d"] = _trailing_mean(units, days // period_days)
-    for days in STORE_PRODUCT_WINDOWS_DAYS[1:]:
+    # On a weekly grid the 7-day window is one period: its spread is 0 by construction.
+    for days in STORE_PRODUCT_WINDOWS_DAYS:
         square_mean = _trailing_mean(units**2, days // period_days)
         columns[f"units_std_{days}d"] = np.sqrt(
             np.maximum(square_mean - columns[f"units_mean_{days}d"] ** 2, 0.0)

@@ -7,6 +7,7 @@ in Redis and a SQL registry without touching code.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -78,9 +79,15 @@ def as_utc(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def apply_definitions(store) -> None:
+    """Register the definitions in the store's registry.
+
+    Copies are applied: Feast's SQL registry writes the stored materialisation intervals back
+    into the objects it is given, and the module's objects would carry one registry's history
+    into the next store this process opens (which would then skip materialising).
+    """
     from features.repo.definitions import DEFINITIONS
 
-    store.apply(DEFINITIONS)
+    store.apply(copy.deepcopy(DEFINITIONS))
 
 
 @dataclass(frozen=True)

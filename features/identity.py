@@ -32,7 +32,7 @@ MATCH_KEYS = ("phone_hash", "email_hash")
 # Edge kinds, strongest evidence first: an identity's reason is the strongest edge it kept.
 EDGE_KINDS = ("account", "merge", "link", "phone_hash", "email_hash")
 RULE_COLUMNS = ["action", IDENTITY_KEY, "other_key", "reason", "created_at"]
-FORGOTTEN_COLUMNS = [CUSTOMER_ID, "forgotten_at"]
+FORGOTTEN_COLUMNS = [CUSTOMER_ID, SOURCE_CUSTOMER_ID, "forgotten_at"]
 CONSENT_COLUMNS = [CUSTOMER_ID, "opt_out", "changed_at"]
 
 
@@ -62,6 +62,8 @@ def resolve(identities: pd.DataFrame, rules: pd.DataFrame | None = None) -> pd.D
         identities: channel, channel_customer_id, customer_id (the source's account id),
             phone_hash, email_hash, linked_to (an identity key, or blank).
         rules: manual `merge` (identity_key + other_key) and `split` (identity_key) decisions.
+            Rules naming an identity the source no longer has are left out (a reload may drop
+            accounts); new rules are checked when they are made.
     """
     rules = empty_rules() if rules is None else rules
     nodes = identities.assign(
@@ -69,10 +71,8 @@ def resolve(identities: pd.DataFrame, rules: pd.DataFrame | None = None) -> pd.D
     )
     nodes = nodes.sort_values(IDENTITY_KEY, ignore_index=True)
     index = pd.Series(np.arange(len(nodes)), index=nodes[IDENTITY_KEY])
-    unknown = sorted(set(rules[IDENTITY_KEY]) - set(index.index))
-    unknown += sorted(set(rules.loc[rules["action"] == "merge", "other_key"]) - set(index.index))
-    if unknown:
-        raise LookupError(f"identity rules name unknown identities: {unknown[:5]}")
+    other_known = (rules["action"] != "merge") | rules["other_key"].isin(index.index)
+    rules = rules[rules[IDENTITY_KEY].isin(index.index) & other_known]
     split_at = rules[rules["action"] == "split"].groupby(IDENTITY_KEY)["created_at"].max()
     detached = nodes[IDENTITY_KEY].map(split_at).notna().to_numpy()
 
@@ -208,15 +208,13 @@ def apply_resolution(
 
 
 def without_forgotten(
-    tables: dict[str, pd.DataFrame], rules: pd.DataFrame, forgotten: pd.DataFrame
+    tables: dict[str, pd.DataFrame], forgotten: pd.DataFrame
 ) -> dict[str, pd.DataFrame]:
     """Source tables minus every account of a forgotten customer (a reload must not bring
     them back)."""
-    if forgotten.empty or "identities" not in tables:
+    accounts = set(forgotten[SOURCE_CUSTOMER_ID])
+    if not accounts:
         return tables
-    identity_map = resolve(tables["identities"], rules)
-    gone = identity_map[identity_map[CUSTOMER_ID].isin(forgotten[CUSTOMER_ID])]
-    accounts = set(gone[SOURCE_CUSTOMER_ID]) | set(forgotten[CUSTOMER_ID])
     return {
         name: frame[~frame[CUSTOMER_ID].isin(accounts)].reset_index(drop=True)
         if CUSTOMER_ID in frame
@@ -239,7 +237,12 @@ def empty_rules() -> pd.DataFrame:
 
 class IdentityLedger:
     """The user's decisions about customers, kept apart from the (replaceable) source tables:
-    manual merges and splits, consent changes and forgotten customers. Append-only files."""
+    manual merges and splits, consent changes and forgotten customers.
+
+    Each decision is stamped strictly after the one before, to the second: online stores keep a
+    row only if it is newer than the one they hold (Redis compares whole seconds), so two
+    decisions within a second must still be ordered.
+    """
 
     def __init__(self, directory: Path):
         self.directory = directory
@@ -248,11 +251,10 @@ class IdentityLedger:
         path = self.directory / f"{name}.parquet"
         return pd.read_parquet(path) if path.exists() else empty
 
-    def _append(self, name: str, empty: pd.DataFrame, rows: pd.DataFrame) -> None:
-        combined = pd.concat([self._read(name, empty), rows], ignore_index=True)
+    def _write(self, name: str, frame: pd.DataFrame) -> None:
         write_atomically(
             self.directory / f"{name}.parquet",
-            lambda path: combined.to_parquet(path, index=False),
+            lambda path: frame.to_parquet(path, index=False),
         )
 
     def rules(self) -> pd.DataFrame:
@@ -264,6 +266,7 @@ class IdentityLedger:
             pd.DataFrame(
                 {
                     CUSTOMER_ID: pd.Series(dtype="int64"),
+                    SOURCE_CUSTOMER_ID: pd.Series(dtype="int64"),
                     "forgotten_at": pd.Series(dtype="datetime64[ns]"),
                 }
             ),
@@ -281,27 +284,49 @@ class IdentityLedger:
             ),
         )
 
+    def latest_stamp(self) -> pd.Timestamp | None:
+        """When the latest decision was made (None before the first)."""
+        stamps = [
+            self.rules()["created_at"].max(),
+            self.forgotten()["forgotten_at"].max(),
+            self.consents()["changed_at"].max(),
+        ]
+        stamps = [s for s in stamps if pd.notna(s)]
+        return max(stamps) if stamps else None
+
+    def _next_stamp(self) -> pd.Timestamp:
+        now = pd.Timestamp(datetime.now()).floor("s")
+        latest = self.latest_stamp()
+        return now if latest is None else max(now, latest + pd.Timedelta(seconds=1))
+
     def add_rule(self, action: str, key: str, other: str = "", reason: str = "") -> None:
         if action not in ("merge", "split"):
             raise ValueError(f"action must be merge or split, not {action!r}")
         if action == "merge" and (not other or other == key):
             raise ValueError("a merge needs two different identity keys")
-        row = pd.DataFrame(
-            [[action, key, other, reason, pd.Timestamp(datetime.now())]], columns=RULE_COLUMNS
-        )
-        self._append("rules", empty_rules(), row)
+        row = pd.DataFrame([[action, key, other, reason, self._next_stamp()]], columns=RULE_COLUMNS)
+        self._write("rules", pd.concat([self.rules(), row], ignore_index=True))
 
-    def forget(self, customer_id: int) -> None:
+    def forget(self, customer_id: int, accounts: list[int], keys: list[str]) -> None:
+        """Record the customer's accounts as forgotten and erase the rules and consents that
+        name them: their identity keys are personal data too."""
         if customer_id in set(self.forgotten()[CUSTOMER_ID]):
             return  # idempotent
-        row = pd.DataFrame([[customer_id, pd.Timestamp(datetime.now())]], columns=FORGOTTEN_COLUMNS)
-        self._append("forgotten", self.forgotten().iloc[:0], row)
+        stamp = self._next_stamp()
+        rows = pd.DataFrame(
+            {CUSTOMER_ID: customer_id, SOURCE_CUSTOMER_ID: accounts, "forgotten_at": stamp}
+        )[FORGOTTEN_COLUMNS]
+        rules, consents = self.rules(), self.consents()
+        self._write(
+            "rules", rules[~(rules[IDENTITY_KEY].isin(keys) | rules["other_key"].isin(keys))]
+        )
+        self._write("consents", consents[consents[CUSTOMER_ID] != customer_id])
+        # Written last: a customer is forgotten once their trace is gone, and a rerun finishes.
+        self._write("forgotten", pd.concat([self.forgotten(), rows], ignore_index=True))
 
     def set_consent(self, customer_id: int, opt_out: bool) -> None:
-        row = pd.DataFrame(
-            [[customer_id, opt_out, pd.Timestamp(datetime.now())]], columns=CONSENT_COLUMNS
-        )
-        self._append("consents", self.consents().iloc[:0], row)
+        row = pd.DataFrame([[customer_id, opt_out, self._next_stamp()]], columns=CONSENT_COLUMNS)
+        self._write("consents", pd.concat([self.consents(), row], ignore_index=True))
 
 
 def resolved_tables(

@@ -157,7 +157,7 @@ def import_files(
     with _step(f"importing {mapping}"):
         tables, options = import_tables(mapping, settings.identity_salt)
         ledger = IdentityLedger(settings.identity_dir)
-        tables = without_forgotten(tables, ledger.rules(), ledger.forgotten())
+        tables = without_forgotten(tables, ledger.forgotten())
         info = save_tables(
             tables, settings.tables_dir, options["name"], options["freq"], options["country"]
         )

@@ -20,6 +20,7 @@ from features.engineering import EVENT_TIMESTAMP, customer_features
 from features.feature_store import open_store, write_offline_tables, write_online
 from features.identity import (
     IDENTITY_KEY,
+    SOURCE_CUSTOMER_ID,
     IdentityLedger,
     identity_features,
     resolved_tables,
@@ -64,10 +65,12 @@ def forget(settings: Settings, customer_id: int) -> CustomerUpdate:
     if customer_id in set(ledger.forgotten()[CUSTOMER_ID]):
         return CustomerUpdate("forget", 0, 0, time.perf_counter() - began)  # already done
     identity_map = _check_customer(settings, customer_id)
-    ledger.forget(customer_id)
     theirs = identity_map[identity_map[CUSTOMER_ID] == customer_id]
+    ledger.forget(
+        customer_id, theirs[SOURCE_CUSTOMER_ID].unique().tolist(), theirs[IDENTITY_KEY].tolist()
+    )
+    now = ledger.latest_stamp()
     store = open_store(settings)
-    now = pd.Timestamp.now().floor("s")
     # Feast has no delete by entity: overwrite every value (an all-empty row is refused, so the
     # consent flag and the reason stay set).
     write_online(store, "customer_profile", _tombstones([customer_id], now))
@@ -84,7 +87,7 @@ def forget(settings: Settings, customer_id: int) -> CustomerUpdate:
         ),
     )
     info = load_info(settings.tables_dir)
-    kept = without_forgotten(load_tables(settings.tables_dir), ledger.rules(), ledger.forgotten())
+    kept = without_forgotten(load_tables(settings.tables_dir), ledger.forgotten())
     updated = save_tables(kept, settings.tables_dir, info.name, info.freq, info.country)
     offline = {
         "customer_profile": _read_offline(settings, "customer_profile"),
@@ -109,7 +112,8 @@ def _refresh(settings: Settings, action: str) -> CustomerUpdate:
     """Re-resolve, rewrite the customer and identity feature tables, push what changed."""
     began = time.perf_counter()
     tables, identity_map, _ = resolved_tables(settings, ["transactions", "products", "customers"])
-    now = pd.Timestamp.now().floor("s")
+    # The decision's own stamp: later than every earlier write it must win over.
+    now = IdentityLedger(settings.identity_dir).latest_stamp()
     previous_identities = _read_offline(settings, "identity_resolution")
     identities = identity_features(identity_map, previous_identities, now)
     profile = customer_features(tables)

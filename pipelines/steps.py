@@ -92,7 +92,7 @@ def ingest(settings: Settings, source: Source, force: bool = False) -> StepResul
     except FileNotFoundError:
         pass
     ledger = IdentityLedger(settings.identity_dir)
-    tables = without_forgotten(source.load(), ledger.rules(), ledger.forgotten())
+    tables = without_forgotten(source.load(), ledger.forgotten())
     info = save_tables(tables, settings.tables_dir, source.name, source.freq, source.country)
     return StepResult(
         "data", "built", time.perf_counter() - began, {"transactions": info.transactions}

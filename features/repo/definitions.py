@@ -110,7 +110,7 @@ store_product_demand = FeatureView(
             },
             **{
                 f"units_std_{w}d": f"std of units per period over the last {w} days"
-                for w in (28, 91)
+                for w in (7, 28, 91)
             },
             "units_nonzero_91d": "share of the last 91 days' periods with sales",
             "price_last": "last observed unit price",

@@ -56,7 +56,7 @@ def test_openapi_page_lists_the_endpoints(service):
 
 def test_known_customer_gets_personalised_products(service, ids):
     answer = service.post("/recommend", json={"customer_id": ids["known"], "k": 7}).json()
-    assert answer["personalized"] is True and answer["fallback"] is None
+    assert answer["personalized"] is True and answer["fallback"] is None, answer
     products = [item["product_id"] for item in answer["items"]]
     assert len(products) == 7 == len(set(products))
     assert [item["rank"] for item in answer["items"]] == list(range(1, 8))

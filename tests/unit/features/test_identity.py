@@ -1,7 +1,6 @@
 """One ID: matching, merges and splits, determinism, hashing and the resolved tables."""
 
 import pandas as pd
-import pytest
 
 from features.identity import (
     apply_resolution,
@@ -105,9 +104,11 @@ def test_split_detaches_from_automatic_matches_and_a_later_merge_wins_again():
     assert remerged["web:w9"] == 1
 
 
-def test_rules_naming_unknown_identities_are_refused():
-    with pytest.raises(LookupError, match="web:nobody"):
-        resolve(IDENTITIES, _rules([("merge", "web:nobody", "store:LC1", "")]))
+def test_rules_naming_identities_the_source_dropped_are_left_out():
+    rules = _rules([("merge", "web:gone", "web:w3", ""), ("merge", "web:w3", "store:LC2", "")])
+    customers = _customers(resolve(IDENTITIES, rules))
+    assert customers["web:w3"] == 2
+    assert "web:gone" not in customers
 
 
 def test_contacts_are_normalised_salted_and_blank_stays_blank():
@@ -157,8 +158,14 @@ def test_without_forgotten_drops_every_account_of_the_customer():
         "identities": IDENTITIES,
         "transactions": pd.DataFrame({"customer_id": [1, 9, 5, 7, 2], "order_id": range(5)}),
     }
-    forgotten = pd.DataFrame({"customer_id": [1], "forgotten_at": [pd.Timestamp("2026-01-05")]})
-    kept = without_forgotten(tables, empty_rules(), forgotten)
+    forgotten = pd.DataFrame(
+        {
+            "customer_id": [1, 1, 1, 1],
+            "source_customer_id": [1, 9, 5, 7],
+            "forgotten_at": pd.Timestamp("2026-01-05"),
+        }
+    )
+    kept = without_forgotten(tables, forgotten)
     assert kept["transactions"]["customer_id"].tolist() == [2]
     assert set(kept["identities"]["channel_customer_id"]) == {"LC2", "w3", "a2"}
 
