@@ -61,7 +61,10 @@ def profile_figures(settings: Settings, name: str, customers: np.ndarray) -> dic
     wall = time.perf_counter() - began
     rows = sum(s.rows for s in summaries)
     materialise = sum(s.seconds for s in summaries)
-    print(f"[{name}] materialised {rows:,} rows in {materialise:.1f} s ({wall:.1f} s with apply)")
+    print(
+        f"[{name}] materialised {rows:,} rows in {materialise:.1f} s "
+        f"({wall:.1f} s with feature tables and apply)"
+    )
     store = open_store(settings)
     clock = data_clock(store, ["customer_profile"])
     reader = OnlineReader(store, "recommender_v1")
@@ -71,6 +74,7 @@ def profile_figures(settings: Settings, name: str, customers: np.ndarray) -> dic
     assert reader.read(hundred, clock)["orders_91d"].notna().all(), "online rows missing"
     figures = {
         f"materialize_s_{name}": round(materialise, 1),
+        f"features_step_s_{name}": round(wall, 1),
         f"online_p99_ms_1_{name}": round(p99_ms(reader, one, clock), 2),
         f"online_p99_ms_100_{name}": round(p99_ms(reader, hundred, clock, READS // 4), 2),
     }

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,7 @@ def repo_config(settings: Settings) -> dict:
         "provider": "local",
         "registry": registry,
         "online_store": online,
-        "offline_store": {"type": "file"},
+        "offline_store": {"type": "duckdb"},
         "entity_key_serialization_version": 3,
     }
 
@@ -79,15 +80,21 @@ def as_utc(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def apply_definitions(store) -> None:
-    """Register the definitions in the store's registry.
+    """Register the definitions in the store's registry, sources pointing into this workspace.
 
     Copies are applied: Feast's SQL registry writes the stored materialisation intervals back
     into the objects it is given, and the module's objects would carry one registry's history
-    into the next store this process opens (which would then skip materialising).
+    into the next store this process opens (which would then skip materialising). The DuckDB
+    offline store reads source paths as given, not against the repo, hence absolute ones.
     """
     from features.repo.definitions import DEFINITIONS
 
-    store.apply(copy.deepcopy(DEFINITIONS))
+    definitions = copy.deepcopy(DEFINITIONS)
+    for definition in definitions:
+        source = getattr(definition, "batch_source", None)
+        if source is not None:
+            source.file_options.uri = str(Path(store.repo_path) / source.path)
+    store.apply(definitions)
 
 
 @dataclass(frozen=True)
@@ -156,37 +163,74 @@ class OnlineReader:
     Feast ignores TTL on online reads, so the answer says it: `feature_ts` is the oldest stamp of
     the row's features (NaT when the online store has none) and `stale` is true when it is older
     than the shortest TTL of the service's views at `as_of` (default: now). The caller decides the
-    fallback. The service definition and its TTL are looked up once, not per read.
+    fallback.
+
+    The service's views are looked up once, then each read is one `online_read` of Feast's
+    online store per view. `FeatureStore.get_online_features` would resolve the service in the
+    registry and build a response proto on every call: 3.1 -> 0.5 ms for one customer, 21 ->
+    4 ms for 100 on SQLite (median, Complete Journey).
     """
 
     def __init__(self, store, service: str):
-        self.store = store
-        self.service = store.get_feature_service(service)
-        ttls = [
-            store.get_feature_view(projection.name).ttl
-            for projection in self.service.feature_view_projections
-        ]
+        self.config = store.config
+        self.provider = store._get_provider()
+        self.views = []
+        for projection in store.get_feature_service(service).feature_view_projections:
+            view = store.get_feature_view(projection.name)
+            keys = {column.name: column.dtype.to_value_type() for column in view.entity_columns}
+            self.views.append((view, keys, [feature.name for feature in projection.features]))
+        ttls = [view.ttl for view, _, _ in self.views]
         ttls = [t for t in ttls if t and t.total_seconds() > 0]  # a TTL of 0 never expires
         self.ttl_seconds = min(t.total_seconds() for t in ttls) if ttls else float("inf")
 
     def read(self, entity_rows: list[dict], as_of: datetime | None = None) -> pd.DataFrame:
-        from feast.online_response import TIMESTAMP_POSTFIX
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.type_map import python_values_to_proto_values
 
-        response = self.store.get_online_features(features=self.service, entity_rows=entity_rows)
-        values = response.to_dict(include_event_timestamps=True)
-        stamps = [values.pop(k) for k in list(values) if k.endswith(TIMESTAMP_POSTFIX)]
-        seconds = np.array(stamps, dtype="int64").reshape(len(stamps), -1)
-        present = seconds > 0  # Feast gives 0 for a feature the online store does not hold
-        known = present.any(axis=0)
-        oldest = np.where(present, seconds, np.iinfo(np.int64).max).min(axis=0)
+        columns: dict[str, list] = {}
+        oldest = np.full(len(entity_rows), np.inf)
+        for view, keys, features in self.views:
+            values = {
+                name: python_values_to_proto_values([row[name] for row in entity_rows], kind)
+                for name, kind in keys.items()
+            }
+            for name in keys:
+                columns.setdefault(name, [row[name] for row in entity_rows])
+            entity_keys = [
+                EntityKey(join_keys=list(keys), entity_values=[values[k][i] for k in keys])
+                for i in range(len(entity_rows))
+            ]
+            # A copy: Feast's Redis store appends its timestamp key to the list it is given.
+            found = self.provider.online_read(self.config, view, entity_keys, list(features))
+            stamps = np.array(
+                [ts.replace(tzinfo=UTC).timestamp() if ts else np.nan for ts, _ in found]
+            )
+            stamps[stamps <= 0] = np.nan  # Redis answers epoch 0 for an entity it lacks
+            # A view without a row for the entity leaves the row without a stamp: not stale.
+            oldest = np.fmin(oldest, np.where(np.isnan(stamps), np.inf, stamps))
+            oldest[np.isnan(stamps) & np.isinf(oldest)] = np.nan
+            for feature in features:
+                columns[feature] = [_python_value(row, feature) for _, row in found]
         if as_of is None:
             now = time.time()
         else:  # naive stamps are UTC here, as in the offline tables
             now = (as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)).timestamp()
-        frame = pd.DataFrame(values)
-        frame["feature_ts"] = pd.to_datetime(np.where(known, oldest, 0), unit="s").where(known)
-        frame["stale"] = known & (now - oldest > self.ttl_seconds)
-        return frame
+        known = np.isfinite(oldest)
+        stamps = np.full(len(entity_rows), np.datetime64("NaT"), "datetime64[s]")
+        stamps[known] = oldest[known].astype("int64")
+        columns["feature_ts"] = stamps
+        columns["stale"] = known & (now - np.where(known, oldest, now) > self.ttl_seconds)
+        # One construction: adding columns afterwards costs more than the read for one row.
+        return pd.DataFrame(columns)
+
+
+def _python_value(row: dict | None, feature: str):
+    """The Python value of one feature in an online-store row (None when absent or unset)."""
+    value = None if row is None else row.get(feature)
+    if value is None:
+        return None
+    kind = value.WhichOneof("val")
+    return None if kind in (None, "null_val") else getattr(value, kind)
 
 
 def online_features(
