@@ -61,7 +61,7 @@ TABLES: dict[str, Table] = {
             "transactions",
             "one row per order line, in any channel",
             (
-                _id(CUSTOMER_ID, "customer (resolved across channels)"),
+                _id(CUSTOMER_ID, "customer's account in the channel (One ID resolves it)"),
                 _id(ORDER_ID, "order (basket)"),
                 _id(PRODUCT_ID, "product"),
                 _id(STORE_ID, "store that sold or fulfilled the line"),

@@ -1,9 +1,15 @@
 """The pipeline on small synthetic data: figures on a time holdout, registry, idempotent reruns."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import mlflow
 import pytest
 
 from features.dataset import load_info
+from features.identity import resolved_tables
 from pipelines import steps
 from training import tracking
 
@@ -53,3 +59,28 @@ def test_reruns_reuse_what_is_built(workspace):
     result, summaries = steps.build_features(settings)
     assert all(s.rows == 0 for s in summaries), "a rerun must not materialise again"
     assert tracking.champion_version(settings.recommender_name).version == before
+
+
+def _cli(settings, *arguments: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMNISHELF_HOME": str(settings.home), "COLUMNS": "200"}
+    omnishelf = Path(sys.executable).parent / "omnishelf"
+    return subprocess.run(
+        [str(omnishelf), *arguments], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_customers_cli_shows_the_audit_and_names_unknown_ids(workspace):
+    settings = workspace["settings"]
+    _, identity_map, _ = resolved_tables(settings, [])
+    joined = identity_map[identity_map["customer_id"] != identity_map["source_customer_id"]]
+    customer = int(joined["customer_id"].iloc[0])
+    shown = _cli(settings, "customers", "show", str(customer))
+    assert shown.returncode == 0, shown.stderr
+    theirs = identity_map.loc[identity_map["customer_id"] == customer, "identity_key"]
+    assert all(key in shown.stdout for key in theirs)
+
+    missing = _cli(settings, "customers", "forget", "99999999")
+    assert missing.returncode == 2
+    assert "unknown customer_id 99999999" in missing.stdout and "Traceback" not in missing.stderr
+    bad_merge = _cli(settings, "customers", "merge", "store:nobody", theirs.iloc[0])
+    assert bad_merge.returncode == 2 and "unknown identity 'store:nobody'" in bad_merge.stdout

@@ -247,3 +247,44 @@ def test_cli_import_success_writes_the_dataset(tmp_path, sales_csv):
     assert (tables / "dataset.json").exists()
     assert (tables / "transactions.parquet").exists()
     assert [p.name for p in tables.parent.iterdir()] == ["tables"]  # no staging folder left
+
+
+IDENTITIES_MAPPING = """\
+[identities]
+path = "identities.csv"
+[identities.columns]
+channel = "Channel"
+channel_customer_id = "Account"
+customer_id = "Customer"
+phone = "Phone"
+email = "Email"
+"""
+
+
+def _identities_csv(folder: Path) -> None:
+    (folder / "identities.csv").write_text(
+        "Channel,Account,Customer,Phone,Email\n"
+        "store,LC-1,1,+1 (555) 010-2000,ann@example.com\n"
+        "web,w-77,2,15550102000, Ann@Example.com\n"
+    )
+
+
+def test_raw_phones_and_emails_are_hashed_with_the_salt_at_import(tmp_path, sales_csv):
+    _identities_csv(tmp_path)
+    tables, _ = import_tables(_mapping(tmp_path, IDENTITIES_MAPPING), salt="s3cret")
+
+    identities = tables["identities"]
+    assert "phone" not in identities and "email" not in identities
+    assert identities["phone_hash"].nunique() == 1  # same number, two spellings
+    assert identities["email_hash"].nunique() == 1
+    stored = identities.astype(str).to_numpy().ravel().tolist()
+    assert not any("555" in value or "example" in value for value in stored)
+    other, _ = import_tables(_mapping(tmp_path, IDENTITIES_MAPPING), salt="another")
+    assert other["identities"]["phone_hash"][0] != identities["phone_hash"][0]
+
+
+def test_raw_contacts_without_a_salt_are_refused_naming_file_and_column(tmp_path, sales_csv):
+    _identities_csv(tmp_path)
+    error = _import_error(_mapping(tmp_path, IDENTITIES_MAPPING))
+    assert error.column == "phone" and "identities.csv" in str(error)
+    assert "OMNISHELF_IDENTITY_SALT" in str(error)
