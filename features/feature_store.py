@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 from tqdm import tqdm
 
+from features.contract import CUSTOMER_ID, PRODUCT_ID, STORE_ID
 from features.dataset import write_atomically
 from features.engineering import EVENT_TIMESTAMP
 from features.settings import Settings
@@ -71,6 +72,17 @@ def write_offline_tables(settings: Settings, tables: dict[str, pd.DataFrame]) ->
         )
 
 
+def read_offline_table(settings: Settings, view: str) -> pd.DataFrame:
+    """A view's feature table as written, stamps naive again."""
+    from features.repo.definitions import FEATURE_TABLES
+
+    path = settings.feast_dir / FEATURE_TABLES[view]
+    if not path.exists():
+        raise FileNotFoundError(f"no feature table {path}: run `omnishelf features materialize`")
+    frame = pd.read_parquet(path)
+    return frame.assign(**{EVENT_TIMESTAMP: frame[EVENT_TIMESTAMP].dt.tz_convert(None)})
+
+
 def as_utc(frame: pd.DataFrame) -> pd.DataFrame:
     """Feast reads naive stamps as UTC, but converts them one value at a time in Python
     (~0.6 ms per entity row); stamping them UTC up front keeps joins vectorised."""
@@ -95,6 +107,40 @@ def apply_definitions(store) -> None:
         if source is not None:
             source.file_options.uri = str(Path(store.repo_path) / source.path)
     store.apply(definitions)
+
+
+def history_unchanged(settings: Settings, tables: dict[str, pd.DataFrame]) -> bool:
+    """Whether new feature tables only add to the stored ones: every stored row stamped before
+    the stored table's last stamp is still there, unchanged, and rows added before it belong to
+    new entities only (a store x product series that starts selling later has zeros before).
+
+    Then materialising can resume where it ended (only the new days are loaded); otherwise the
+    online store holds rows that the new tables contradict and must be rebuilt. The last stamp
+    is left out: "as of the last day" snapshots are superseded by later rows.
+    """
+    from features.repo.definitions import FEATURE_TABLES
+
+    for view, frame in tables.items():
+        path = settings.feast_dir / FEATURE_TABLES[view]
+        if not path.exists():
+            return False
+        stored = pd.read_parquet(path)
+        new = as_utc(frame)
+        if list(stored.columns) != list(new.columns):
+            return False
+        cutoff = stored[EVENT_TIMESTAMP].max()
+        stored, new = (f[f[EVENT_TIMESTAMP] < cutoff] for f in (stored, new))
+        kept = pd.util.hash_pandas_object(stored, index=False).to_numpy()
+        rows = pd.util.hash_pandas_object(new, index=False).to_numpy()
+        if not np.isin(kept, rows).all():
+            return False
+        keys = [c for c in (CUSTOMER_ID, STORE_ID, PRODUCT_ID, "identity_key") if c in new]
+        added = new[~np.isin(rows, kept)]
+        known = pd.MultiIndex.from_frame(stored[keys]) if len(keys) > 1 else stored[keys[0]]
+        found = pd.MultiIndex.from_frame(added[keys]) if len(keys) > 1 else added[keys[0]]
+        if found.isin(known).any():
+            return False
+    return True
 
 
 @dataclass(frozen=True)

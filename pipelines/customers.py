@@ -17,7 +17,12 @@ import pandas as pd
 from features.contract import CUSTOMER_ID, identity_key
 from features.dataset import load_info, load_tables, save_tables, write_atomically
 from features.engineering import EVENT_TIMESTAMP, customer_features
-from features.feature_store import open_store, write_offline_tables, write_online
+from features.feature_store import (
+    open_store,
+    read_offline_table,
+    write_offline_tables,
+    write_online,
+)
 from features.identity import (
     IDENTITY_KEY,
     SOURCE_CUSTOMER_ID,
@@ -26,7 +31,7 @@ from features.identity import (
     resolved_tables,
     without_forgotten,
 )
-from features.repo.definitions import FEATURE_TABLES, customer_profile
+from features.repo.definitions import customer_profile
 from features.settings import Settings
 from pipelines.steps import FINGERPRINT_FILE
 
@@ -90,8 +95,8 @@ def forget(settings: Settings, customer_id: int) -> CustomerUpdate:
     kept = without_forgotten(load_tables(settings.tables_dir), ledger.forgotten())
     updated = save_tables(kept, settings.tables_dir, info.name, info.freq, info.country)
     offline = {
-        "customer_profile": _read_offline(settings, "customer_profile"),
-        "identity_resolution": _read_offline(settings, "identity_resolution"),
+        "customer_profile": read_offline_table(settings, "customer_profile"),
+        "identity_resolution": read_offline_table(settings, "identity_resolution"),
     }
     write_offline_tables(
         settings,
@@ -114,10 +119,10 @@ def _refresh(settings: Settings, action: str) -> CustomerUpdate:
     tables, identity_map, _ = resolved_tables(settings, ["transactions", "products", "customers"])
     # The decision's own stamp: later than every earlier write it must win over.
     now = IdentityLedger(settings.identity_dir).latest_stamp()
-    previous_identities = _read_offline(settings, "identity_resolution")
+    previous_identities = read_offline_table(settings, "identity_resolution")
     identities = identity_features(identity_map, previous_identities, now)
     profile = customer_features(tables)
-    before = _latest(_read_offline(settings, "customer_profile"))
+    before = _latest(read_offline_table(settings, "customer_profile"))
     after = _latest(profile)
     changed = _changed_rows(before, after)
     vanished = sorted(set(before[CUSTOMER_ID]) - set(after[CUSTOMER_ID]))
@@ -133,15 +138,6 @@ def _refresh(settings: Settings, action: str) -> CustomerUpdate:
     return CustomerUpdate(
         action, len(changed) + len(vanished), len(moved), time.perf_counter() - began
     )
-
-
-def _read_offline(settings: Settings, view: str) -> pd.DataFrame:
-    path = settings.feast_dir / FEATURE_TABLES[view]
-    if not path.exists():
-        raise FileNotFoundError(f"no feature table {path}: run `omnishelf features materialize`")
-    frame = pd.read_parquet(path)
-    frame[EVENT_TIMESTAMP] = frame[EVENT_TIMESTAMP].dt.tz_convert(None)
-    return frame
 
 
 def _latest(profile: pd.DataFrame) -> pd.DataFrame:

@@ -36,8 +36,10 @@ from features.engineering import (
 from features.feature_store import (
     apply_definitions,
     historical_features,
+    history_unchanged,
     materialize,
     open_store,
+    read_offline_table,
     write_offline_tables,
 )
 from features.identity import (
@@ -100,38 +102,45 @@ def ingest(settings: Settings, source: Source, force: bool = False) -> StepResul
 
 
 def build_features(settings: Settings, force: bool = False) -> tuple[StepResult, list]:
-    """Feature tables -> Feast offline store; apply definitions; materialise what is new."""
+    """Feature tables -> Feast offline store; apply definitions; materialise what is new.
+
+    More days of the same history only add rows, and materialising resumes where it ended;
+    another dataset, a rewritten history or `force` rebuilds the online store from scratch.
+    """
     began = time.perf_counter()
     info = load_info(settings.tables_dir)
     marker = settings.feast_dir / FINGERPRINT_FILE
     current = marker.read_text() if marker.exists() else None
     status = "reused"
     if force or current != info.fingerprint:
-        if current is not None:
-            reset_feature_store(settings)
         tables, identity_map, _ = resolved_tables(settings, FEATURE_INPUTS)
         panel = demand_panel(tables, info.freq)
-        write_offline_tables(
-            settings,
-            {
-                "customer_profile": customer_features(tables),
-                "store_daily": store_features(tables),
-                "store_product_demand": store_product_features(panel, info.freq, tables),
-                "product_profile": product_features(tables),
-                "identity_resolution": identity_features(
-                    identity_map, None, pd.Timestamp.now().floor("s")
-                ),
-            },
+        now = pd.Timestamp.now().floor("s")
+        feature_tables = {
+            "customer_profile": customer_features(tables),
+            "store_daily": store_features(tables),
+            "store_product_demand": store_product_features(panel, info.freq, tables),
+            "product_profile": product_features(tables),
+        }
+        extends = current is not None and not force and history_unchanged(settings, feature_tables)
+        previous_identities = (
+            read_offline_table(settings, "identity_resolution") if extends else None
         )
+        feature_tables["identity_resolution"] = identity_features(
+            identity_map, previous_identities, now
+        )
+        if current is not None and not extends:
+            reset_feature_store(settings)
+        write_offline_tables(settings, feature_tables)
         write_atomically(marker, lambda path: path.write_text(info.fingerprint))
-        status = "built"
+        status = "built" if not extends else "extended"
     store = open_store(settings)
     apply_definitions(store)
     summaries = materialize(settings, store)
     rows = sum(s.rows for s in summaries)
     return StepResult(
         "features",
-        status if rows == 0 else "built",
+        status if rows == 0 or status != "reused" else "built",
         time.perf_counter() - began,
         {"rows materialised": rows},
     ), summaries
@@ -150,6 +159,10 @@ def reset_feature_store(settings: Settings) -> None:
     if settings.registry_url is None:
         shutil.rmtree(settings.feast_dir, ignore_errors=True)
     else:
+        # Views one by one first: only that removes their version history, which a project
+        # delete leaves behind and the next apply in the project would collide with.
+        for view in store.list_feature_views():
+            store.registry.delete_feature_view(view.name, settings.feast_project, commit=True)
         store.registry.delete_project(settings.feast_project, commit=True)
 
 

@@ -7,6 +7,7 @@ OMNISHELF_REQUIRE_SERVICES=1 (CI) makes a missing service a failure.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import uuid
@@ -49,21 +50,23 @@ def require_services() -> None:
             pytest.skip(f"{message}: the production profile needs it")
 
 
-@pytest.fixture(scope="module", params=["embedded", "production"])
-def built(request, tmp_path_factory):
-    """A workspace on small synthetic data with features materialised, on one profile."""
-    home = tmp_path_factory.mktemp(request.param)
-    if request.param == "production":
+def _profile(name: str, home) -> Settings:
+    if name == "production":
         require_services()
         # A project of its own keeps parallel runs and the benchmark apart in shared services.
-        settings = Settings(
+        return Settings(
             home=home,
             online_store="redis",
             registry_url=POSTGRES_URL,
             feast_project=f"test_{uuid.uuid4().hex[:10]}",
         )
-    else:
-        settings = Settings(home=home)
+    return Settings(home=home)
+
+
+@pytest.fixture(scope="module", params=["embedded", "production"])
+def built(request, tmp_path_factory):
+    """A workspace on small synthetic data with features materialised, on one profile."""
+    settings = _profile(request.param, tmp_path_factory.mktemp(request.param))
     tables = synthetic.generate(SMALL)
     source = steps.Source("synthetic-small", lambda: tables, "D", "US")
     steps.ingest(settings, source)
@@ -71,6 +74,47 @@ def built(request, tmp_path_factory):
     yield {"settings": settings, "source": source, "summaries": summaries}
     if request.param == "production":
         steps.reset_feature_store(settings)
+
+
+def _until(tables: dict[str, pd.DataFrame], cutoff: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    """The same history, cut before `cutoff`."""
+    early = dict(tables)
+    early["transactions"] = tables["transactions"][tables["transactions"][TS] < cutoff]
+    for name in ("inventory", "true_demand", "calendar"):
+        early[name] = tables[name][tables[name]["date"] < cutoff]
+    early["promotions"] = tables["promotions"][tables["promotions"]["start_date"] < cutoff]
+    return early
+
+
+@pytest.mark.parametrize("profile", ["embedded", "production"])
+def test_more_days_load_only_the_new_days_and_another_dataset_rebuilds(profile, tmp_path):
+    settings = _profile(profile, tmp_path)
+    tables = synthetic.generate(SMALL)
+    cutoff = tables["transactions"][TS].max().normalize() - pd.Timedelta(days=14)
+    try:
+        steps.ingest(settings, steps.Source("shop", lambda: _until(tables, cutoff), "D", "US"))
+        _, first = steps.build_features(settings)
+        steps.ingest(settings, steps.Source("shop", lambda: tables, "D", "US"), force=True)
+        result, more = steps.build_features(settings)
+        assert result.status == "extended"
+        for before, after in zip(first[:4], more[:4], strict=True):
+            assert after.start == before.end, after.view  # resumed where it ended
+            assert 0 < after.rows < before.rows, after.view
+        store = open_store(settings)
+        latest = _latest_offline(settings, "customer_profile", CUSTOMER_ID)
+        sample = latest.index[:20].tolist()
+        online = OnlineReader(store, "recommender_v1").read([{CUSTOMER_ID: c} for c in sample])
+        assert online["orders_91d"].to_numpy() == pytest.approx(
+            latest.loc[sample, "orders_91d"].to_numpy(), nan_ok=True
+        )
+        other = synthetic.generate(dataclasses.replace(SMALL, seed=SMALL.seed + 1))
+        steps.ingest(settings, steps.Source("other", lambda: other, "D", "US"))
+        result, rebuilt = steps.build_features(settings)
+        assert result.status == "built"
+        assert rebuilt[0].start < first[0].end and rebuilt[0].rows > more[0].rows
+    finally:
+        if profile == "production":
+            steps.reset_feature_store(settings)
 
 
 def _latest_offline(settings: Settings, view: str, key: str) -> pd.DataFrame:
