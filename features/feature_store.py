@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +53,9 @@ def open_store(settings: Settings):
     """The workspace's FeatureStore; writes feature_store.yaml so the `feast` CLI works too."""
     from feast import FeatureStore
 
+    # Feast's DuckDB store calls an ibis method that DuckDB 2 deprecates, and Feast's import
+    # shows every deprecation once: nothing for users to act on. Set after that import.
+    warnings.filterwarnings("ignore", "fetch_arrow_table", DeprecationWarning)
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     config_file = settings.feast_dir / "feature_store.yaml"
     text = yaml.safe_dump(repo_config(settings), sort_keys=False)

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -56,8 +55,6 @@ def main() -> None:
 def _settings(tracked: bool = True) -> Settings:
     """Settings from the environment; `tracked` commands also point MLflow at its store."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # Feast's DuckDB store calls an ibis method that DuckDB 2 deprecates: nothing for users to do.
-    warnings.filterwarnings("ignore", "fetch_arrow_table", DeprecationWarning)
     # Models are pickled on purpose (our own classes) and take frames, not signatures: MLflow's
     # warnings about both would repeat on every registration.
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
