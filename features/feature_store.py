@@ -76,6 +76,12 @@ def write_offline_tables(settings: Settings, tables: dict[str, pd.DataFrame]) ->
         )
 
 
+def _ns_utc(frame: pd.DataFrame) -> pd.DataFrame:
+    """Stamps in one unit and zone, so that equal rows hash equal whatever wrote them."""
+    stamps = as_utc(frame)[EVENT_TIMESTAMP].dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    return frame.assign(**{EVENT_TIMESTAMP: stamps})
+
+
 def read_offline_table(settings: Settings, view: str) -> pd.DataFrame:
     """A view's feature table as written, stamps naive again."""
     from features.repo.definitions import FEATURE_TABLES
@@ -128,11 +134,12 @@ def history_unchanged(settings: Settings, tables: dict[str, pd.DataFrame]) -> bo
         path = settings.feast_dir / FEATURE_TABLES[view]
         if not path.exists():
             return False
-        stored = pd.read_parquet(path)
-        new = as_utc(frame)
+        stored, new = (_ns_utc(f) for f in (pd.read_parquet(path), frame))
         if list(stored.columns) != list(new.columns):
             return False
         cutoff = stored[EVENT_TIMESTAMP].max()
+        if new[EVENT_TIMESTAMP].max() <= cutoff:
+            return False  # no new days: a restated last day must reach the online store
         stored, new = (f[f[EVENT_TIMESTAMP] < cutoff] for f in (stored, new))
         kept = pd.util.hash_pandas_object(stored, index=False).to_numpy()
         rows = pd.util.hash_pandas_object(new, index=False).to_numpy()
@@ -211,8 +218,8 @@ class OnlineReader:
     """Latest features of one feature service per entity row, with their freshness.
 
     Feast ignores TTL on online reads, so the answer says it: `feature_ts` is the oldest stamp of
-    the row's features (NaT when the online store has none) and `stale` is true when it is older
-    than the shortest TTL of the service's views at `as_of` (default: now). The caller decides the
+    the row's features (NaT when the online store has none) and `stale` is true when a view's
+    features are older than that view's TTL at `as_of` (default: now). The caller decides the
     fallback.
 
     The service's views are looked up once, then each read is one `online_read` of Feast's
@@ -229,16 +236,18 @@ class OnlineReader:
             view = store.get_feature_view(projection.name)
             keys = {column.name: column.dtype.to_value_type() for column in view.entity_columns}
             self.views.append((view, keys, [feature.name for feature in projection.features]))
-        ttls = [view.ttl for view, _, _ in self.views]
-        ttls = [t for t in ttls if t and t.total_seconds() > 0]  # a TTL of 0 never expires
-        self.ttl_seconds = min(t.total_seconds() for t in ttls) if ttls else float("inf")
 
     def read(self, entity_rows: list[dict], as_of: datetime | None = None) -> pd.DataFrame:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.type_map import python_values_to_proto_values
 
+        if as_of is None:
+            now = time.time()
+        else:  # naive stamps are UTC here, as in the offline tables
+            now = (as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)).timestamp()
         columns: dict[str, list] = {}
         oldest = np.full(len(entity_rows), np.inf)
+        stale = np.zeros(len(entity_rows), bool)
         for view, keys, features in self.views:
             values = {
                 name: python_values_to_proto_values([row[name] for row in entity_rows], kind)
@@ -256,20 +265,17 @@ class OnlineReader:
                 [ts.replace(tzinfo=UTC).timestamp() if ts else np.nan for ts, _ in found]
             )
             stamps[stamps <= 0] = np.nan  # Redis answers epoch 0 for an entity it lacks
-            # A view without a row for the entity leaves the row without a stamp: not stale.
+            # A view without a row for the entity adds no stamp and is not stale.
+            if view.ttl and view.ttl.total_seconds() > 0:  # a TTL of 0 never expires
+                stale |= now - np.nan_to_num(stamps, nan=now) > view.ttl.total_seconds()
             oldest = np.fmin(oldest, np.where(np.isnan(stamps), np.inf, stamps))
-            oldest[np.isnan(stamps) & np.isinf(oldest)] = np.nan
             for feature in features:
                 columns[feature] = [_python_value(row, feature) for _, row in found]
-        if as_of is None:
-            now = time.time()
-        else:  # naive stamps are UTC here, as in the offline tables
-            now = (as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)).timestamp()
         known = np.isfinite(oldest)
         stamps = np.full(len(entity_rows), np.datetime64("NaT"), "datetime64[s]")
         stamps[known] = oldest[known].astype("int64")
         columns["feature_ts"] = stamps
-        columns["stale"] = known & (now - np.where(known, oldest, now) > self.ttl_seconds)
+        columns["stale"] = stale
         # One construction: adding columns afterwards costs more than the read for one row.
         return pd.DataFrame(columns)
 

@@ -152,13 +152,22 @@ def identity_features(
     `previous` are stamped `now`, the others keep their stamp, so materialisation only moves
     what changed."""
     rows = identity_map[[IDENTITY_KEY, CUSTOMER_ID, "reason"]].assign(event_timestamp=now)
+    rows[CUSTOMER_ID] = rows[CUSTOMER_ID].astype("Int64")
     if previous is not None and len(previous):
         before = previous.set_index(IDENTITY_KEY)
-        same = (rows[CUSTOMER_ID].to_numpy() == rows[IDENTITY_KEY].map(before[CUSTOMER_ID])) & (
+        same = (rows[CUSTOMER_ID] == rows[IDENTITY_KEY].map(before[CUSTOMER_ID])).fillna(False) & (
             rows["reason"] == rows[IDENTITY_KEY].map(before["reason"])
         )
         stamps = rows[IDENTITY_KEY].map(before["event_timestamp"])
         rows["event_timestamp"] = stamps.where(same, now)
+        # An identity the source no longer has must stop resolving online too.
+        gone = previous[~previous[IDENTITY_KEY].isin(rows[IDENTITY_KEY])]
+        removed = gone.assign(
+            **{CUSTOMER_ID: pd.array([None] * len(gone), dtype="Int64")},
+            reason="removed",
+            event_timestamp=gone["event_timestamp"].where(gone["reason"] == "removed", now),
+        )
+        rows = pd.concat([rows, removed[rows.columns]], ignore_index=True)
     return rows.reset_index(drop=True)
 
 
@@ -195,6 +204,10 @@ def apply_resolution(
         customers = customers.drop_duplicates(CUSTOMER_ID).drop(columns="_own")
         customers["opt_out"] = customers[CUSTOMER_ID].map(opt_out)
         if consents is not None and len(consents):
+            # A consent names the customer as resolved then (an account id): map it to the
+            # customer it belongs to now, so an opt-out survives a later merge.
+            owner = consents[CUSTOMER_ID].map(mapping).fillna(consents[CUSTOMER_ID])
+            consents = consents.assign(**{CUSTOMER_ID: owner.astype("int64")})
             latest = consents.sort_values("changed_at").drop_duplicates(CUSTOMER_ID, keep="last")
             changed = customers[CUSTOMER_ID].map(latest.set_index(CUSTOMER_ID)["opt_out"])
             customers["opt_out"] = changed.fillna(customers["opt_out"]).astype(bool)
@@ -215,12 +228,20 @@ def without_forgotten(
     accounts = set(forgotten[SOURCE_CUSTOMER_ID])
     if not accounts:
         return tables
-    return {
+    kept = {
         name: frame[~frame[CUSTOMER_ID].isin(accounts)].reset_index(drop=True)
         if CUSTOMER_ID in frame
         else frame
         for name, frame in tables.items()
     }
+    if "identities" in tables:
+        # Links that name a removed identity would keep its key: blank them.
+        identities = tables["identities"]
+        gone = identities[identities[CUSTOMER_ID].isin(accounts)]
+        keys = set(identity_key(gone[CHANNEL], gone["channel_customer_id"]))
+        links = kept["identities"]["linked_to"]
+        kept["identities"] = kept["identities"].assign(linked_to=links.where(~links.isin(keys), ""))
+    return kept
 
 
 def empty_rules() -> pd.DataFrame:
@@ -299,6 +320,20 @@ class IdentityLedger:
         latest = self.latest_stamp()
         return now if latest is None else max(now, latest + pd.Timedelta(seconds=1))
 
+    def next_profile_stamp(self, floor: pd.Timestamp) -> pd.Timestamp:
+        """The stamp of the customer rows a decision writes online: at or after `floor` (the
+        feature clock) and a second after the previous decision's, kept in this ledger.
+
+        Not the decision's wall time: materialised customer rows carry data time, and a
+        decision stamped later than the next materialised days would hide them on Redis.
+        """
+        path = self.directory / "profile_stamp"
+        stamp = pd.Timestamp(floor).floor("s")
+        if path.exists():
+            stamp = max(stamp, pd.Timestamp(path.read_text()) + pd.Timedelta(seconds=1))
+        write_atomically(path, lambda partial: partial.write_text(stamp.isoformat()))
+        return stamp
+
     def add_rule(self, action: str, key: str, other: str = "", reason: str = "") -> None:
         if action not in ("merge", "split"):
             raise ValueError(f"action must be merge or split, not {action!r}")
@@ -320,7 +355,8 @@ class IdentityLedger:
         self._write(
             "rules", rules[~(rules[IDENTITY_KEY].isin(keys) | rules["other_key"].isin(keys))]
         )
-        self._write("consents", consents[consents[CUSTOMER_ID] != customer_id])
+        named = consents[CUSTOMER_ID].isin([customer_id, *accounts])
+        self._write("consents", consents[~named])
         # Written last: a customer is forgotten once their trace is gone, and a rerun finishes.
         self._write("forgotten", pd.concat([self.forgotten(), rows], ignore_index=True))
 

@@ -31,7 +31,9 @@ FREQS = ("D", "W")
 CONTACT_KINDS = ("phone", "email")
 
 
-def read_source(path: Path) -> pd.DataFrame:
+def read_source(path: Path, text_columns: list[str] | None = None) -> pd.DataFrame:
+    """A CSV or parquet file; `text_columns` of a CSV are read as written (a phone number with
+    gaps would otherwise become a float, and leading zeros would go)."""
     if not path.exists():
         raise DataContractError(str(path), "file not found")
     if path.stat().st_size == 0:
@@ -40,7 +42,8 @@ def read_source(path: Path) -> pd.DataFrame:
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
         if path.suffix.lower() in (".csv", ".txt", ".gz"):
-            return pd.read_csv(path, low_memory=False)
+            text = dict.fromkeys(text_columns or [], str)
+            return pd.read_csv(path, low_memory=False, dtype=text)
     except (ValueError, OSError, pd.errors.ParserError) as error:
         raise DataContractError(str(path), f"cannot be read: {error}") from None
     raise DataContractError(str(path), "unknown file type; use .csv or .parquet")
@@ -102,7 +105,8 @@ def import_tables(
         if "path" not in section:
             raise DataContractError(str(mapping_file), f"section [{table}] needs a path")
         path = (mapping_file.parent / section["path"]).resolve()
-        frame = read_source(path)
+        contacts = section.get("columns", {}) if table == "identities" else {}
+        frame = read_source(path, [contacts.get(kind, kind) for kind in CONTACT_KINDS])
         renames = {theirs: ours for ours, theirs in section.get("columns", {}).items()}
         absent = [theirs for theirs in renames if theirs not in frame.columns]
         if absent:

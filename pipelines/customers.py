@@ -3,7 +3,9 @@ identities, opt out or back in, forget.
 
 Each decision is recorded in the identity ledger, the customer feature tables are recomputed from
 the resolved data, and the rows that changed are written straight to the online store, stamped
-now so that they win over older rows on every online store.
+after every earlier write they must win over (Redis keeps a row only if it is newer): identity
+rows with the decision's time, customer rows on the feature clock, so that the next
+materialised days still replace them.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.contract import CUSTOMER_ID, identity_key
+from features.contract import CHANNEL, CUSTOMER_ID, identity_key
 from features.dataset import load_info, load_tables, save_tables, write_atomically
 from features.engineering import EVENT_TIMESTAMP, customer_features
 from features.feature_store import (
+    data_clock,
     open_store,
     read_offline_table,
     write_offline_tables,
@@ -52,6 +55,17 @@ def merge(settings: Settings, key: str, other: str, reason: str) -> CustomerUpda
 
 def split(settings: Settings, key: str, reason: str) -> CustomerUpdate:
     _check_keys(settings, [key])
+    _, identity_map, _ = resolved_tables(settings, [])
+    account = identity_map.loc[identity_map[IDENTITY_KEY] == key, SOURCE_CUSTOMER_ID].iloc[0]
+    sharing = identity_map[
+        (identity_map[SOURCE_CUSTOMER_ID] == account) & (identity_map[IDENTITY_KEY] != key)
+    ]
+    if len(sharing):
+        # Their transactions are one account's: no split can tell them apart.
+        raise ValueError(
+            f"{key} shares account {account} with {sharing[IDENTITY_KEY].iloc[0]}: "
+            "identities of one account cannot be split"
+        )
     IdentityLedger(settings.identity_dir).add_rule("split", key, reason=reason)
     return _refresh(settings, "split")
 
@@ -64,53 +78,65 @@ def set_opt_out(settings: Settings, customer_id: int, opt_out: bool) -> Customer
 
 def forget(settings: Settings, customer_id: int) -> CustomerUpdate:
     """Remove the customer everywhere: online rows overwritten, source tables and feature tables
-    rewritten without them, and a mark that keeps them out of later loads and training runs."""
+    rewritten without them, and a mark that keeps them out of later loads and training runs.
+
+    The mark comes first and every later step is idempotent, so a rerun after a crash finishes
+    the job, and a rerun after success changes nothing.
+    """
     began = time.perf_counter()
     ledger = IdentityLedger(settings.identity_dir)
-    if customer_id in set(ledger.forgotten()[CUSTOMER_ID]):
-        return CustomerUpdate("forget", 0, 0, time.perf_counter() - began)  # already done
-    identity_map = _check_customer(settings, customer_id)
-    theirs = identity_map[identity_map[CUSTOMER_ID] == customer_id]
-    ledger.forget(
-        customer_id, theirs[SOURCE_CUSTOMER_ID].unique().tolist(), theirs[IDENTITY_KEY].tolist()
+    if customer_id not in set(ledger.forgotten()[CUSTOMER_ID]):
+        identity_map = _check_customer(settings, customer_id)
+        theirs = identity_map[identity_map[CUSTOMER_ID] == customer_id]
+        ledger.forget(
+            customer_id, theirs[SOURCE_CUSTOMER_ID].unique().tolist(), theirs[IDENTITY_KEY].tolist()
+        )
+    forgotten = ledger.forgotten()
+    accounts = forgotten.loc[forgotten[CUSTOMER_ID] == customer_id, SOURCE_CUSTOMER_ID]
+    tables = load_tables(settings.tables_dir)
+    mine = tables["identities"][tables["identities"][CUSTOMER_ID].isin(accounts)]
+    profile = read_offline_table(settings, "customer_profile")
+    identity_rows = read_offline_table(settings, "identity_resolution")
+    resolved_here = (identity_rows[CUSTOMER_ID] == customer_id).fillna(False)
+    keys = sorted(
+        set(identity_key(mine[CHANNEL], mine["channel_customer_id"]))
+        | set(identity_rows.loc[resolved_here, IDENTITY_KEY])
     )
-    now = ledger.latest_stamp()
+    if not keys and not (profile[CUSTOMER_ID] == customer_id).any():
+        return CustomerUpdate("forget", 0, 0, time.perf_counter() - began)  # already done
     store = open_store(settings)
     # Feast has no delete by entity: overwrite every value (an all-empty row is refused, so the
     # consent flag and the reason stay set).
-    write_online(store, "customer_profile", _tombstones([customer_id], now))
+    write_online(
+        store, "customer_profile", _tombstones([customer_id], _profile_stamp(settings, store))
+    )
     write_online(
         store,
         "identity_resolution",
         pd.DataFrame(
             {
-                IDENTITY_KEY: theirs[IDENTITY_KEY].to_numpy(),
-                CUSTOMER_ID: pd.array([None] * len(theirs), dtype="Int64"),
+                IDENTITY_KEY: keys,
+                CUSTOMER_ID: pd.array([None] * len(keys), dtype="Int64"),
                 "reason": "forgotten",
-                EVENT_TIMESTAMP: now,
+                EVENT_TIMESTAMP: ledger.latest_stamp(),
             }
         ),
     )
     info = load_info(settings.tables_dir)
-    kept = without_forgotten(load_tables(settings.tables_dir), ledger.forgotten())
+    kept = without_forgotten(tables, forgotten)
     updated = save_tables(kept, settings.tables_dir, info.name, info.freq, info.country)
-    offline = {
-        "customer_profile": read_offline_table(settings, "customer_profile"),
-        "identity_resolution": read_offline_table(settings, "identity_resolution"),
-    }
     write_offline_tables(
         settings,
         {
-            "customer_profile": offline["customer_profile"].query(f"{CUSTOMER_ID} != @customer_id"),
-            "identity_resolution": offline["identity_resolution"][
-                ~offline["identity_resolution"][IDENTITY_KEY].isin(theirs[IDENTITY_KEY])
-            ],
+            "customer_profile": profile[profile[CUSTOMER_ID] != customer_id],
+            "identity_resolution": identity_rows[~identity_rows[IDENTITY_KEY].isin(keys)],
         },
     )
     # The aggregate views hold no personal rows: they stay valid for the new tables.
     marker = settings.feast_dir / FINGERPRINT_FILE
     write_atomically(marker, lambda path: path.write_text(updated.fingerprint))
-    return CustomerUpdate("forget", 1, len(theirs), time.perf_counter() - began)
+    resolved_tables(settings, [])  # rewrites the identity map for audit, without them
+    return CustomerUpdate("forget", 1, len(keys), time.perf_counter() - began)
 
 
 def _refresh(settings: Settings, action: str) -> CustomerUpdate:
@@ -127,10 +153,12 @@ def _refresh(settings: Settings, action: str) -> CustomerUpdate:
     changed = _changed_rows(before, after)
     vanished = sorted(set(before[CUSTOMER_ID]) - set(after[CUSTOMER_ID]))
     store = open_store(settings)
-    if len(changed):
-        write_online(store, "customer_profile", changed.assign(**{EVENT_TIMESTAMP: now}))
-    if vanished:
-        write_online(store, "customer_profile", _tombstones(vanished, now))
+    if len(changed) or vanished:
+        stamp = _profile_stamp(settings, store)
+        if len(changed):
+            write_online(store, "customer_profile", changed.assign(**{EVENT_TIMESTAMP: stamp}))
+        if vanished:
+            write_online(store, "customer_profile", _tombstones(vanished, stamp))
     moved = identities[identities[EVENT_TIMESTAMP] == now]
     if len(moved):
         write_online(store, "identity_resolution", moved)
@@ -154,6 +182,16 @@ def _changed_rows(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
         new, old = joined[column], joined[f"{column}_before"]
         differs |= ~((new == old) | (new.isna() & old.isna())).to_numpy()
     return after[differs].reset_index(drop=True)
+
+
+def _profile_stamp(settings: Settings, store) -> pd.Timestamp:
+    """Stamp of decision rows of the customer view: the feature clock ("now" for replayed
+    history is the end of the materialised data), strictly after the previous decision."""
+    clock = None
+    if settings.feature_clock == "data":
+        clock = data_clock(store, ["customer_profile"])
+    floor = pd.Timestamp(clock) if clock is not None else pd.Timestamp.now()
+    return IdentityLedger(settings.identity_dir).next_profile_stamp(floor)
 
 
 def _tombstones(customer_ids: list[int], now: pd.Timestamp) -> pd.DataFrame:

@@ -94,6 +94,9 @@ def test_more_days_load_only_the_new_days_and_another_dataset_rebuilds(profile, 
     try:
         steps.ingest(settings, steps.Source("shop", lambda: _until(tables, cutoff), "D", "US"))
         _, first = steps.build_features(settings)
+        # A decision writes the customer's row online; the next days must still replace it.
+        _, decided, _, _ = _two_customers_with_orders(settings)
+        customers.set_opt_out(settings, decided, True)
         steps.ingest(settings, steps.Source("shop", lambda: tables, "D", "US"), force=True)
         result, more = steps.build_features(settings)
         assert result.status == "extended"
@@ -102,7 +105,8 @@ def test_more_days_load_only_the_new_days_and_another_dataset_rebuilds(profile, 
             assert 0 < after.rows < before.rows, after.view
         store = open_store(settings)
         latest = _latest_offline(settings, "customer_profile", CUSTOMER_ID)
-        sample = latest.index[:20].tolist()
+        assert latest.loc[decided, "opt_out"] == 1
+        sample = [decided, *latest.index[:20].tolist()]
         online = OnlineReader(store, "recommender_v1").read([{CUSTOMER_ID: c} for c in sample])
         assert online["orders_91d"].to_numpy() == pytest.approx(
             latest.loc[sample, "orders_91d"].to_numpy(), nan_ok=True

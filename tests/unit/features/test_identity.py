@@ -176,3 +176,47 @@ def test_identity_rows_keep_their_stamp_unless_they_moved():
     second = identity_features(resolve(IDENTITIES, rules), first, pd.Timestamp("2026-02-01"))
     moved = second.loc[second["event_timestamp"] == pd.Timestamp("2026-02-01"), "identity_key"]
     assert moved.tolist() == ["web:w3"]
+
+
+def test_an_opt_out_survives_a_later_merge_and_a_later_opt_in_wins():
+    tables = {
+        "customers": pd.DataFrame(
+            {"customer_id": [2, 3], "home_store_id": [20, 30], "opt_out": [False, False]}
+        )
+    }
+    merged = resolve(IDENTITIES, _rules([("merge", "web:w3", "store:LC2", "call")]))
+    consents = pd.DataFrame(
+        {"customer_id": [3], "opt_out": [True], "changed_at": [pd.Timestamp("2025-12-01")]}
+    )
+    customers = apply_resolution(tables, merged, None, consents)["customers"]
+    assert customers.set_index("customer_id").loc[2, "opt_out"]  # 3 opted out, now part of 2
+    later = pd.concat(
+        [
+            consents,
+            pd.DataFrame(
+                {"customer_id": [2], "opt_out": [False], "changed_at": [pd.Timestamp("2026-02")]}
+            ),
+        ]
+    )
+    customers = apply_resolution(tables, merged, None, later)["customers"]
+    assert not customers.set_index("customer_id").loc[2, "opt_out"]
+
+
+def test_forgetting_blanks_links_that_name_the_removed_identities():
+    forgotten = pd.DataFrame(
+        {"customer_id": [1], "source_customer_id": [1], "forgotten_at": pd.Timestamp("2026")}
+    )
+    kept = without_forgotten({"identities": IDENTITIES}, forgotten)["identities"]
+    assert "LC1" not in set(kept["channel_customer_id"])
+    assert not kept["linked_to"].str.contains("LC1").any()
+
+
+def test_identities_the_source_dropped_stop_resolving_once():
+    first = identity_features(resolve(IDENTITIES), None, pd.Timestamp("2026-01-01"))
+    fewer = IDENTITIES[IDENTITIES["channel_customer_id"] != "w3"]
+    second = identity_features(resolve(fewer), first, pd.Timestamp("2026-02-01"))
+    gone = second[second["identity_key"] == "web:w3"].iloc[0]
+    assert pd.isna(gone["customer_id"]) and gone["reason"] == "removed"
+    assert gone["event_timestamp"] == pd.Timestamp("2026-02-01")
+    third = identity_features(resolve(fewer), second, pd.Timestamp("2026-03-01"))
+    assert (third["event_timestamp"] <= pd.Timestamp("2026-02-01")).all()  # nothing moved
