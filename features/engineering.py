@@ -42,7 +42,7 @@ PERIOD_DAYS = {"D": 1, "W": 7}
 MIN_ACTIVE_SHARE = 0.5  # a series is forecast when it sold in at least this share of periods
 
 STORE_PRODUCT_LAGS = (1, 2, 3, 4, 7)  # periods
-STORE_PRODUCT_WINDOWS_DAYS = (7, 28, 91)  # means over each; spread over the two longest
+STORE_PRODUCT_WINDOWS_DAYS = (7, 28, 91)  # mean and spread over each
 PROMO_WINDOW_DAYS = 28
 CUSTOMER_WINDOWS_DAYS = (7, 28, 91)
 CUSTOMER_SNAPSHOT_DAYS = 7
@@ -243,14 +243,12 @@ def store_product_features(
         if lag <= n_periods:  # a lag longer than the data stays NaN
             shifted[:, lag - 1 :] = units[:, : n_periods - lag + 1]
         columns[f"units_lag_{lag}"] = shifted
-    for days in STORE_PRODUCT_WINDOWS_DAYS:
-        columns[f"units_mean_{days}d"] = _trailing_mean(units, days // period_days)
     # On a weekly grid the 7-day window is one period: its spread is 0 by construction.
     for days in STORE_PRODUCT_WINDOWS_DAYS:
+        mean = _trailing_mean(units, days // period_days)
         square_mean = _trailing_mean(units**2, days // period_days)
-        columns[f"units_std_{days}d"] = np.sqrt(
-            np.maximum(square_mean - columns[f"units_mean_{days}d"] ** 2, 0.0)
-        )
+        columns[f"units_mean_{days}d"] = mean
+        columns[f"units_std_{days}d"] = np.sqrt(np.maximum(square_mean - mean**2, 0.0))
     longest = max(STORE_PRODUCT_WINDOWS_DAYS)
     columns[f"units_nonzero_{longest}d"] = _trailing_mean(
         (units > 0).astype(float), longest // period_days

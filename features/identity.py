@@ -24,6 +24,7 @@ from scipy.sparse.csgraph import connected_components
 
 from features.contract import CHANNEL, CUSTOMER_ID, identity_key
 from features.dataset import load_info, load_tables, write_atomically
+from features.engineering import EVENT_TIMESTAMP
 from features.settings import Settings
 
 IDENTITY_KEY = "identity_key"
@@ -74,7 +75,8 @@ def resolve(identities: pd.DataFrame, rules: pd.DataFrame | None = None) -> pd.D
     other_known = (rules["action"] != "merge") | rules["other_key"].isin(index.index)
     rules = rules[rules[IDENTITY_KEY].isin(index.index) & other_known]
     split_at = rules[rules["action"] == "split"].groupby(IDENTITY_KEY)["created_at"].max()
-    detached = nodes[IDENTITY_KEY].map(split_at).notna().to_numpy()
+    split_time = nodes[IDENTITY_KEY].map(split_at).to_numpy()
+    detached = pd.notna(split_time)
 
     edges = [_same_value_edges(nodes[CUSTOMER_ID], np.zeros(len(nodes), bool), "account")]
     for key in MATCH_KEYS:
@@ -89,11 +91,9 @@ def resolve(identities: pd.DataFrame, rules: pd.DataFrame | None = None) -> pd.D
     if len(merges):
         left, right = index[merges[IDENTITY_KEY]].to_numpy(), index[merges["other_key"]].to_numpy()
         # A merge survives a split made before it, not one made after it.
-        left_split = nodes[IDENTITY_KEY].map(split_at).to_numpy()[left]
-        right_split = nodes[IDENTITY_KEY].map(split_at).to_numpy()[right]
         made = merges["created_at"].to_numpy()
-        keep = ~(pd.notna(left_split) & (left_split > made)) & ~(
-            pd.notna(right_split) & (right_split > made)
+        keep = ~(detached[left] & (split_time[left] > made)) & ~(
+            detached[right] & (split_time[right] > made)
         )
         edges.append(_edge_frame(left[keep], right[keep], "merge"))
     edges = pd.concat(edges, ignore_index=True)
@@ -151,21 +151,21 @@ def identity_features(
     """Rows of the `identity_resolution` view: identities whose customer or reason changed since
     `previous` are stamped `now`, the others keep their stamp, so materialisation only moves
     what changed."""
-    rows = identity_map[[IDENTITY_KEY, CUSTOMER_ID, "reason"]].assign(event_timestamp=now)
+    rows = identity_map[[IDENTITY_KEY, CUSTOMER_ID, "reason"]].assign(**{EVENT_TIMESTAMP: now})
     rows[CUSTOMER_ID] = rows[CUSTOMER_ID].astype("Int64")
     if previous is not None and len(previous):
         before = previous.set_index(IDENTITY_KEY)
         same = (rows[CUSTOMER_ID] == rows[IDENTITY_KEY].map(before[CUSTOMER_ID])).fillna(False) & (
             rows["reason"] == rows[IDENTITY_KEY].map(before["reason"])
         )
-        stamps = rows[IDENTITY_KEY].map(before["event_timestamp"])
-        rows["event_timestamp"] = stamps.where(same, now)
+        stamps = rows[IDENTITY_KEY].map(before[EVENT_TIMESTAMP])
+        rows[EVENT_TIMESTAMP] = stamps.where(same, now)
         # An identity the source no longer has must stop resolving online too.
         gone = previous[~previous[IDENTITY_KEY].isin(rows[IDENTITY_KEY])]
         removed = gone.assign(
             **{CUSTOMER_ID: pd.array([None] * len(gone), dtype="Int64")},
             reason="removed",
-            event_timestamp=gone["event_timestamp"].where(gone["reason"] == "removed", now),
+            **{EVENT_TIMESTAMP: gone[EVENT_TIMESTAMP].where(gone["reason"] == "removed", now)},
         )
         rows = pd.concat([rows, removed[rows.columns]], ignore_index=True)
     return rows.reset_index(drop=True)
@@ -365,31 +365,40 @@ class IdentityLedger:
         self._write("consents", pd.concat([self.consents(), row], ignore_index=True))
 
 
-def resolved_tables(
-    settings: Settings, names: list[str]
-) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, str]:
-    """The stored tables keyed by resolved customers, the identity map (also written to
-    data/identity/identity_map.parquet for audit) and a fingerprint of data + decisions."""
+def resolution(settings: Settings) -> tuple[pd.DataFrame, str]:
+    """The identity map of the stored identities under the ledger's decisions, and a
+    fingerprint of the data and those decisions (a training run on them is reusable)."""
     info = load_info(settings.tables_dir)
-    wanted = sorted({*names, "identities", "transactions", "customers"})
-    tables = load_tables(settings.tables_dir, wanted)
+    identities = load_tables(settings.tables_dir, ["identities"])["identities"]
     ledger = IdentityLedger(settings.identity_dir)
-    identity_map = resolve(tables["identities"], ledger.rules())
-    forgotten, consents = ledger.forgotten(), ledger.consents()
+    identity_map = resolve(identities, ledger.rules())
     decided = pd.concat(
         [
             identity_map[[SOURCE_CUSTOMER_ID, CUSTOMER_ID]],
-            forgotten[[CUSTOMER_ID]].assign(forgotten=True),
-            consents[[CUSTOMER_ID, "opt_out"]],
+            ledger.forgotten()[[CUSTOMER_ID]].assign(forgotten=True),
+            ledger.consents()[[CUSTOMER_ID, "opt_out"]],
         ],
         ignore_index=True,
     )
     digest = pd.util.hash_pandas_object(decided, index=False).sum()
-    map_file = settings.identity_dir / "identity_map.parquet"
-    write_atomically(map_file, lambda path: identity_map.to_parquet(path, index=False))
-    resolved = apply_resolution(tables, identity_map, forgotten, consents)
-    return (
-        {name: resolved[name] for name in names if name in resolved},
-        identity_map,
-        f"{info.fingerprint}-{int(digest) & 0xFFFFFFFF:08x}",
+    return identity_map, f"{info.fingerprint}-{int(digest) & 0xFFFFFFFF:08x}"
+
+
+def resolved_tables(
+    settings: Settings, names: list[str]
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, str]:
+    """The stored tables `names` keyed by resolved customers, with `resolution`'s map and
+    fingerprint."""
+    identity_map, fingerprint = resolution(settings)
+    ledger = IdentityLedger(settings.identity_dir)
+    tables = load_tables(settings.tables_dir, names) if names else {}
+    resolved = apply_resolution(tables, identity_map, ledger.forgotten(), ledger.consents())
+    return resolved, identity_map, fingerprint
+
+
+def write_identity_map(settings: Settings, identity_map: pd.DataFrame) -> None:
+    """data/identity/identity_map.parquet: which identity went where and why, for audit."""
+    write_atomically(
+        settings.identity_dir / "identity_map.parquet",
+        lambda path: identity_map.to_parquet(path, index=False),
     )

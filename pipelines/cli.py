@@ -235,7 +235,14 @@ def features_materialize(force: ForceOption = False) -> None:
     console.print(table)
 
 
-def _customer_update(update) -> None:
+def _decide(title: str, decision) -> None:
+    """Run one decision of `pipelines.customers` (called with it and the settings) and show
+    what it changed."""
+    from pipelines import customers
+
+    settings = _settings(tracked=False)
+    with _step(title):
+        update = decision(customers, settings)
     table = Table(title=f"customers {update.action}")
     for column in ("customers changed", "identities changed", "seconds"):
         table.add_column(column, justify="right")
@@ -247,6 +254,7 @@ def _customer_update(update) -> None:
 
 IdentityArgument = Annotated[str, typer.Argument(help="channel:channel_customer_id")]
 ReasonOption = Annotated[str, typer.Option(help="why, kept in the audit trail")]
+CustomerArgument = Annotated[int, typer.Argument(help="resolved customer id", min=0)]
 
 
 @customers_app.command("merge")
@@ -254,60 +262,32 @@ def customers_merge(
     identity: IdentityArgument, other: IdentityArgument, reason: ReasonOption = "manual"
 ) -> None:
     """Declare two identities the same person; online features follow at once."""
-    from pipelines import customers
-
-    settings = _settings(tracked=False)
-    with _step(f"merging {identity} and {other}"):
-        update = customers.merge(settings, identity, other, reason)
-    _customer_update(update)
+    _decide(f"merging {identity} and {other}", lambda c, s: c.merge(s, identity, other, reason))
 
 
 @customers_app.command("split")
 def customers_split(identity: IdentityArgument, reason: ReasonOption = "manual") -> None:
     """Detach an identity from the matches and merges made before now (un-merge)."""
-    from pipelines import customers
-
-    settings = _settings(tracked=False)
-    with _step(f"splitting {identity}"):
-        update = customers.split(settings, identity, reason)
-    _customer_update(update)
-
-
-CustomerArgument = Annotated[int, typer.Argument(help="resolved customer id", min=0)]
+    _decide(f"splitting {identity}", lambda c, s: c.split(s, identity, reason))
 
 
 @customers_app.command("opt-out")
 def customers_opt_out(customer_id: CustomerArgument) -> None:
     """Stop personalising for the customer, from the next request on."""
-    from pipelines import customers
-
-    settings = _settings(tracked=False)
-    with _step(f"opting out customer {customer_id}"):
-        update = customers.set_opt_out(settings, customer_id, True)
-    _customer_update(update)
+    _decide(f"opting out customer {customer_id}", lambda c, s: c.set_opt_out(s, customer_id, True))
 
 
 @customers_app.command("opt-in")
 def customers_opt_in(customer_id: CustomerArgument) -> None:
     """Personalise again for a customer who opted out."""
-    from pipelines import customers
-
-    settings = _settings(tracked=False)
-    with _step(f"opting in customer {customer_id}"):
-        update = customers.set_opt_out(settings, customer_id, False)
-    _customer_update(update)
+    _decide(f"opting in customer {customer_id}", lambda c, s: c.set_opt_out(s, customer_id, False))
 
 
 @customers_app.command("forget")
 def customers_forget(customer_id: CustomerArgument) -> None:
     """Erase the customer from the online store and the data; later loads and training runs
     leave them out."""
-    from pipelines import customers
-
-    settings = _settings(tracked=False)
-    with _step(f"forgetting customer {customer_id}"):
-        update = customers.forget(settings, customer_id)
-    _customer_update(update)
+    _decide(f"forgetting customer {customer_id}", lambda c, s: c.forget(s, customer_id))
     console.print("the next `omnishelf train` retrains without them")
 
 

@@ -31,8 +31,10 @@ from features.identity import (
     SOURCE_CUSTOMER_ID,
     IdentityLedger,
     identity_features,
+    resolution,
     resolved_tables,
     without_forgotten,
+    write_identity_map,
 )
 from features.repo.definitions import customer_profile
 from features.settings import Settings
@@ -48,14 +50,15 @@ class CustomerUpdate:
 
 
 def merge(settings: Settings, key: str, other: str, reason: str) -> CustomerUpdate:
-    _check_keys(settings, [key, other])
+    identity_map, _ = resolution(settings)
+    _check_keys(identity_map, [key, other])
     IdentityLedger(settings.identity_dir).add_rule("merge", key, other, reason)
     return _refresh(settings, "merge")
 
 
 def split(settings: Settings, key: str, reason: str) -> CustomerUpdate:
-    _check_keys(settings, [key])
-    _, identity_map, _ = resolved_tables(settings, [])
+    identity_map, _ = resolution(settings)
+    _check_keys(identity_map, [key])
     account = identity_map.loc[identity_map[IDENTITY_KEY] == key, SOURCE_CUSTOMER_ID].iloc[0]
     sharing = identity_map[
         (identity_map[SOURCE_CUSTOMER_ID] == account) & (identity_map[IDENTITY_KEY] != key)
@@ -135,7 +138,7 @@ def forget(settings: Settings, customer_id: int) -> CustomerUpdate:
     # The aggregate views hold no personal rows: they stay valid for the new tables.
     marker = settings.feast_dir / FINGERPRINT_FILE
     write_atomically(marker, lambda path: path.write_text(updated.fingerprint))
-    resolved_tables(settings, [])  # rewrites the identity map for audit, without them
+    write_identity_map(settings, resolution(settings)[0])  # the audit map, without them
     return CustomerUpdate("forget", 1, len(keys), time.perf_counter() - began)
 
 
@@ -163,6 +166,7 @@ def _refresh(settings: Settings, action: str) -> CustomerUpdate:
     if len(moved):
         write_online(store, "identity_resolution", moved)
     write_offline_tables(settings, {"customer_profile": profile, "identity_resolution": identities})
+    write_identity_map(settings, identity_map)
     return CustomerUpdate(
         action, len(changed) + len(vanished), len(moved), time.perf_counter() - began
     )
@@ -207,9 +211,8 @@ def _tombstones(customer_ids: list[int], now: pd.Timestamp) -> pd.DataFrame:
     )
 
 
-def _check_keys(settings: Settings, keys: list[str]) -> None:
-    identities = load_tables(settings.tables_dir, ["identities"])["identities"]
-    known = set(identity_key(identities["channel"], identities["channel_customer_id"]))
+def _check_keys(identity_map: pd.DataFrame, keys: list[str]) -> None:
+    known = set(identity_map[IDENTITY_KEY])
     unknown = [k for k in keys if k not in known]
     if unknown:
         raise LookupError(
@@ -220,7 +223,7 @@ def _check_keys(settings: Settings, keys: list[str]) -> None:
 
 def _check_customer(settings: Settings, customer_id: int) -> pd.DataFrame:
     """The identity map, once the customer is known to it."""
-    _, identity_map, _ = resolved_tables(settings, [])
+    identity_map, _ = resolution(settings)
     forgotten = set(IdentityLedger(settings.identity_dir).forgotten()[CUSTOMER_ID])
     if customer_id in forgotten or customer_id not in set(identity_map[CUSTOMER_ID]):
         raise LookupError(f"unknown customer_id {customer_id}")

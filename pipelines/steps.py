@@ -45,8 +45,10 @@ from features.feature_store import (
 from features.identity import (
     IdentityLedger,
     identity_features,
+    resolution,
     resolved_tables,
     without_forgotten,
+    write_identity_map,
 )
 from features.settings import Settings
 from training import plots, tracking
@@ -132,6 +134,7 @@ def build_features(settings: Settings, force: bool = False) -> tuple[StepResult,
         if current is not None and not extends:
             reset_feature_store(settings)
         write_offline_tables(settings, feature_tables)
+        write_identity_map(settings, identity_map)
         write_atomically(marker, lambda path: path.write_text(info.fingerprint))
         status = "built" if not extends else "extended"
     store = open_store(settings)
@@ -193,14 +196,14 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
     """ALS vs popularity on a 28-day time split, then the champion refit on all data."""
     began = time.perf_counter()
     info = load_info(settings.tables_dir)
-    tables, _, fingerprint = resolved_tables(settings, ["transactions"])
+    _, fingerprint = resolution(settings)
     if not force and (
         reused := _reused(
             "recommender", settings.recommender_name, fingerprint, RECOMMENDER_HEADLINE, began
         )
     ):
         return reused
-    transactions = tables["transactions"]
+    transactions = resolved_tables(settings, ["transactions"])[0]["transactions"]
     split = time_split(transactions, test_days=28)
     if len(split.customers) == 0:
         raise ValueError("no customer bought both before and in the last 28 days: cannot evaluate")
@@ -250,13 +253,14 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
     """LightGBM on Feast point-in-time features; scored on the last horizon it never saw."""
     began = time.perf_counter()
     info = load_info(settings.tables_dir)
-    tables, _, fingerprint = resolved_tables(settings, ["transactions", "products"])
+    _, fingerprint = resolution(settings)
     if not force and (
         reused := _reused(
             "forecaster", settings.forecaster_name, fingerprint, FORECASTER_HEADLINE, began
         )
     ):
         return reused
+    tables = resolved_tables(settings, ["transactions", "products"])[0]
     panel = demand_panel(tables, info.freq)
     model = DemandForecaster(info.freq, info.country)
     grid = np.sort(panel[PERIOD].unique())
