@@ -27,7 +27,6 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from features import complete_journey  # noqa: E402
 from features.contract import CUSTOMER_ID  # noqa: E402
 from features.engineering import EVENT_TIMESTAMP  # noqa: E402
 from features.feature_store import (  # noqa: E402
@@ -111,13 +110,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="omnishelf-paths-"))
     settings = Settings(home=home)
     try:
-        source = steps.Source(
-            complete_journey.NAME,
-            complete_journey.load_complete_journey,
-            complete_journey.FREQ,
-            complete_journey.COUNTRY,
-        )
-        steps.ingest(settings, source)
+        steps.ingest(settings, steps.complete_journey_source())
         steps.build_features(settings)
         customers = pd.read_parquet(settings.tables_dir / "customers.parquet")[CUSTOMER_ID]
         figures = online_figures(settings, customers.to_numpy())

@@ -27,7 +27,6 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from features import complete_journey  # noqa: E402
 from features.contract import CUSTOMER_ID  # noqa: E402
 from features.engineering import EVENT_TIMESTAMP  # noqa: E402
 from features.feature_store import (  # noqa: E402
@@ -92,13 +91,7 @@ def main() -> None:
         feast_project=f"bench_{int(time.time())}",
     )
     try:
-        source = steps.Source(
-            complete_journey.NAME,
-            complete_journey.load_complete_journey,
-            complete_journey.FREQ,
-            complete_journey.COUNTRY,
-        )
-        steps.ingest(embedded, source)
+        steps.ingest(embedded, steps.complete_journey_source())
         customers = pd.read_parquet(embedded.tables_dir / "customers.parquet")[CUSTOMER_ID]
         figures = profile_figures(embedded, "sqlite", customers.to_numpy())
         # Same offline tables (the fingerprint marker says so): only apply + materialise run.

@@ -37,7 +37,12 @@ customers_app = typer.Typer(
 )
 app.add_typer(load_app, name="load")
 app.add_typer(features_app, name="features")
+evaluate_app = typer.Typer(
+    help="Score a model and its baselines on holdouts of the workspace's dataset.",
+    no_args_is_help=True,
+)
 app.add_typer(customers_app, name="customers")
+app.add_typer(evaluate_app, name="evaluate")
 
 ForceOption = Annotated[bool, typer.Option("--force", help="rebuild even if up to date")]
 USER_ERRORS = (DataContractError, FileNotFoundError, LookupError, ValueError)
@@ -86,18 +91,6 @@ def _summary(results) -> None:
     console.print(table)
 
 
-def _complete_journey_source():
-    from features import complete_journey
-    from pipelines.steps import Source
-
-    return Source(
-        complete_journey.NAME,
-        complete_journey.load_complete_journey,
-        complete_journey.FREQ,
-        complete_journey.COUNTRY,
-    )
-
-
 def _synthetic_source(config=None):
     """The generator's tables, named by their config so equal configs reuse stored tables."""
     from features import synthetic
@@ -114,11 +107,11 @@ def _synthetic_source(config=None):
 @load_app.command("complete-journey")
 def load_complete_journey(force: ForceOption = False) -> None:
     """The 84.51 Complete Journey (1.47M lines, 2,469 households, 457 stores), weekly series."""
-    from pipelines.steps import ingest
+    from pipelines import steps
 
     settings = _settings()
     with _step("loading Complete Journey"):
-        result = ingest(settings, _complete_journey_source(), force)
+        result = steps.ingest(settings, steps.complete_journey_source(), force)
     _summary([result])
 
 
@@ -298,16 +291,17 @@ def customers_show(customer_id: CustomerArgument) -> None:
 
     settings = _settings(tracked=False)
     identities, rules = customers.audit(settings, customer_id)
-    for title, frame in (
-        (f"identities of customer {customer_id}", identities),
-        ("decisions", rules),
-    ):
-        table = Table(title=title)
-        for column in frame.columns:
-            table.add_column(str(column))
-        for row in frame.astype(str).itertuples(index=False):
-            table.add_row(*row)
-        console.print(table)
+    _print_frame(f"identities of customer {customer_id}", identities)
+    _print_frame("decisions", rules)
+
+
+def _print_frame(title: str, frame) -> None:
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column))
+    for row in frame.astype(str).itertuples(index=False):
+        table.add_row(*row)
+    console.print(table)
 
 
 @app.command()
@@ -329,6 +323,43 @@ def train(
         with _step("training the forecaster"):
             results.append(steps.train_forecaster(settings, force))
     _summary(results)
+
+
+@evaluate_app.command("recommender")
+def evaluate_recommender(
+    protocol: Annotated[str, typer.Option(help="time_split, next_basket or both")] = "both",
+    output: Annotated[Path | None, typer.Option(help="also write the tables as JSON here")] = None,
+) -> None:
+    """The recommender and every baseline on the time split and the next-basket holdout of the
+    dataset in the workspace (`omnishelf import` or `omnishelf load`), logged to MLflow."""
+    from pipelines import steps
+    from training.recommender import TABLE_METRICS
+
+    protocols = ["time_split", "next_basket"] if protocol == "both" else [protocol]
+    if not set(protocols) <= {"time_split", "next_basket"}:
+        raise typer.BadParameter("choose time_split, next_basket or both", param_hint="--protocol")
+    settings = _settings()
+    with _step("building features"):
+        steps.build_features(settings)
+    evaluations = steps.evaluate_recommender(settings, protocols)
+    for evaluation in evaluations:
+        shown = evaluation.table[list(TABLE_METRICS)].round(4)
+        _print_frame(
+            f"{evaluation.protocol}: {len(evaluation.holdout.customers):,} customers, "
+            f"{evaluation.holdout.catalogue:,} products",
+            shown.reset_index(names="model"),
+        )
+        _print_frame(f"{evaluation.protocol}: by segment", evaluation.segments.round(4))
+        if evaluation.reminder_scores:
+            console.print({k: round(v, 4) for k, v in evaluation.reminder_scores.items()})
+    if output is not None:
+        steps.write_results(
+            output,
+            {
+                e.protocol: e.table.reset_index(names="model").to_dict("records")
+                for e in evaluations
+            },
+        )
 
 
 def start_server(settings: Settings, port: int) -> subprocess.Popen:
@@ -426,7 +457,7 @@ def demo(
     once = once or bool(os.environ.get("CI"))
     settings = _settings()
     results = []
-    sources = {"complete-journey": _complete_journey_source, "synthetic": _synthetic_source}
+    sources = {"complete-journey": steps.complete_journey_source, "synthetic": _synthetic_source}
     if dataset not in sources:
         raise typer.BadParameter("choose complete-journey or synthetic", param_hint="--dataset")
     source = sources[dataset]()

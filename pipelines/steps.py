@@ -36,6 +36,7 @@ from features.engineering import (
 from features.feature_store import (
     apply_definitions,
     historical_features,
+    historical_view_features,
     history_unchanged,
     materialize,
     open_store,
@@ -52,19 +53,36 @@ from features.identity import (
 )
 from features.settings import Settings
 from training import plots, tracking
-from training.evaluation import recall_curve, recommender_scores, time_split
+from training.evaluation import RECALL_KS, TEST_DAYS
 from training.forecaster import DemandForecaster, seasonal_naive
 from training.metrics import bias, wape
-from training.recommender import ALSRecommender, NextBestProduct, PopularityRecommender
+from training.ranker import POOL_SIZES
+from training.recommender import (
+    HEADLINE_METRICS,
+    SERVING_RULES,
+    Evaluation,
+    NextBestProduct,
+    evaluate_protocol,
+)
 
 log = logging.getLogger(__name__)
 
 CODE_VERSION = version("omnishelf")
 FINGERPRINT_FILE = "offline/dataset_fingerprint"
-RECALL_KS = [1, 5, 10, 20, 50]
 MIN_HISTORY_PERIODS = 4  # origins before this have too little history to learn from
-RECOMMENDER_HEADLINE = "recall_at_10"  # metrics shown in summaries and demo.json
-FORECASTER_HEADLINE = "wape"
+# Metrics shown in summaries and demo.json.
+RECOMMENDER_HEADLINE = ("omnishelf_recall_at_10", "best_baseline_recall_at_10")
+FORECASTER_HEADLINE = ("forecast_wape", "snaive_wape")
+# BPR and item-item cosine are weak and slow here: `omnishelf evaluate recommender` shows them.
+STEP_BASELINES = (
+    "gp_topfreq",
+    "gp_topfreq_decay",
+    "item_item_bm25",
+    "als",
+    "popular",
+    "popular_in_store",
+)
+RANKER_SERVICE = "ranker_v1"
 FEATURE_INPUTS = ["transactions", "products", "customers", "promotions", "inventory"]
 MAX_TRAINING_ROWS = 2_000_000  # series x origins x steps; LightGBM fits 2M rows in ~30 s here
 
@@ -85,6 +103,17 @@ class Source:
     load: Callable[[], dict[str, pd.DataFrame]]
     freq: str
     country: str
+
+
+def complete_journey_source() -> Source:
+    from features import complete_journey
+
+    return Source(
+        complete_journey.NAME,
+        complete_journey.load_complete_journey,
+        complete_journey.FREQ,
+        complete_journey.COUNTRY,
+    )
 
 
 def ingest(settings: Settings, source: Source, force: bool = False) -> StepResult:
@@ -192,8 +221,50 @@ def _run_tags(info: DatasetInfo, fingerprint: str) -> dict[str, str]:
     }
 
 
+def recommender_metrics(evaluation: Evaluation) -> dict[str, float]:
+    """`<model>_<metric>` for every row of the table, the reminder scores and the best baseline's
+    headline under `best_baseline_*`."""
+    metrics = {
+        f"{model}_{metric}": float(value)
+        for model, row in evaluation.table.drop(columns="customers").iterrows()
+        for metric, value in row.items()
+    }
+    best = evaluation.best_baseline
+    for metric in HEADLINE_METRICS:
+        metrics[f"best_baseline_{metric}"] = metrics[f"{best}_{metric}"]
+    metrics["evaluated_customers"] = len(evaluation.holdout.customers)
+    return metrics | evaluation.reminder_scores
+
+
+def log_recommender_evaluation(evaluation: Evaluation) -> None:
+    """The metric table, per-segment results, recall@k curves and feature importances."""
+    protocol = evaluation.protocol
+    mlflow.log_table(evaluation.table.reset_index(names="model"), f"{protocol}/metrics.json")
+    mlflow.log_table(evaluation.segments, f"{protocol}/segments.json")
+    mlflow.log_figure(
+        plots.recall_curve_figure(RECALL_KS, evaluation.curves, protocol),
+        f"{protocol}/recall_at_k.png",
+    )
+    importance = evaluation.ranker.feature_importance()
+    mlflow.log_figure(
+        plots.importance_figure(importance, "Ranker feature importance"),
+        f"{protocol}/ranker_feature_importance.png",
+    )
+    mlflow.log_table(
+        importance.rename_axis("feature").reset_index(name="gain"),
+        f"{protocol}/ranker_feature_importance.json",
+    )
+
+
+def offline_lookup(settings: Settings):
+    """Point-in-time `ranker_v1` features for candidate rows, from Feast's offline store."""
+    store = open_store(settings)
+    return lambda keys: historical_view_features(store, RANKER_SERVICE, keys)
+
+
 def train_recommender(settings: Settings, force: bool = False) -> StepResult:
-    """ALS vs popularity on a 28-day time split, then the champion refit on all data."""
+    """Generators + ranker scored against the baselines on a 28-day time split, then the
+    generators refit on all history and the model registered as champion."""
     began = time.perf_counter()
     info = load_info(settings.tables_dir)
     _, fingerprint = resolution(settings)
@@ -203,43 +274,40 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
         )
     ):
         return reused
-    transactions = resolved_tables(settings, ["transactions"])[0]["transactions"]
-    split = time_split(transactions, test_days=28)
-    if len(split.customers) == 0:
-        raise ValueError("no customer bought both before and in the last 28 days: cannot evaluate")
-    als = ALSRecommender()
-    candidates = {
-        "als": als.fit(split.train),
-        "popularity": PopularityRecommender().fit(split.train),
-    }
-    metrics, curves = {}, {}
-    for name, model in candidates.items():
-        recommended, _ = model.recommend(split.customers, max(RECALL_KS))
-        for metric, value in recommender_scores(split, recommended).items():
-            metrics[f"{name}_{metric}"] = value
-        curves[name] = recall_curve(split, recommended, RECALL_KS)
-    metrics["evaluated_customers"] = len(split.customers)
+    tables = resolved_tables(settings, ["transactions", "products"])[0]
+    evaluation = evaluate_protocol(
+        tables["transactions"],
+        tables["products"],
+        "time_split",
+        offline_lookup(settings),
+        STEP_BASELINES,
+        progress=True,
+    )
+    metrics = recommender_metrics(evaluation)
     with mlflow.start_run(run_name="recommender"):
         mlflow.set_tags(
             {
                 **_run_tags(info, fingerprint),
                 "model_family": "recommender",
-                "split_cutoff": str(split.cutoff),
+                "protocol": "time_split",
+                "holdout_window": evaluation.holdout.window,
+                "best_baseline": evaluation.best_baseline,
             }
         )
-        mlflow.log_params({f"als_{k}": v for k, v in als.get_params().items()} | {"test_days": 28})
-        mlflow.log_metrics(metrics)
-        mlflow.log_figure(plots.recall_curve_figure(RECALL_KS, curves), "recall_at_k.png")
-        mlflow.log_table(
-            pd.DataFrame({"k": RECALL_KS} | {f"{n}_recall": c for n, c in curves.items()}),
-            "recall_at_k.json",
+        mlflow.log_params(
+            {f"ranker_{k}": v for k, v in evaluation.ranker.params.items()}
+            | {f"pool_{k}": v for k, v in POOL_SIZES.items()}
+            | {"num_boost_round": evaluation.ranker.num_boost_round, "test_days": TEST_DAYS}
         )
-        served = NextBestProduct(
-            ALSRecommender(**als.get_params()).fit(transactions),
-            PopularityRecommender().fit(transactions),
+        mlflow.log_metrics(metrics)
+        log_recommender_evaluation(evaluation)
+        served = NextBestProduct(evaluation.ranker, evaluation.reminders).fit(
+            tables["transactions"], tables["products"]
         )
         registered = tracking.register(
-            served, settings.recommender_name, _run_tags(info, fingerprint)
+            served,
+            settings.recommender_name,
+            _run_tags(info, fingerprint) | {"serving_rules": json.dumps(SERVING_RULES)},
         )
     return StepResult(
         "recommender",
@@ -247,6 +315,36 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
         time.perf_counter() - began,
         _headline(metrics, RECOMMENDER_HEADLINE),
     )
+
+
+def evaluate_recommender(settings: Settings, protocols: list[str]) -> list[Evaluation]:
+    """Both protocols with every baseline on the workspace's dataset, one MLflow run each."""
+    info = load_info(settings.tables_dir)
+    _, fingerprint = resolution(settings)
+    tables = resolved_tables(settings, ["transactions", "products"])[0]
+    evaluations = []
+    for protocol in protocols:
+        evaluation = evaluate_protocol(
+            tables["transactions"],
+            tables["products"],
+            protocol,
+            offline_lookup(settings),
+            progress=True,
+        )
+        with mlflow.start_run(run_name=f"recommender-evaluation-{protocol}"):
+            mlflow.set_tags(
+                _run_tags(info, fingerprint)
+                | {
+                    "model_family": "recommender",
+                    "protocol": protocol,
+                    "holdout_window": evaluation.holdout.window,
+                    "best_baseline": evaluation.best_baseline,
+                }
+            )
+            mlflow.log_metrics(recommender_metrics(evaluation))
+            log_recommender_evaluation(evaluation)
+        evaluations.append(evaluation)
+    return evaluations
 
 
 def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
@@ -347,8 +445,8 @@ def origin_stride(n_series: int, n_periods: int, horizon: int) -> int:
     return stride + 1 if stride % 7 == 0 else stride
 
 
-def _headline(metrics: dict, contains: str) -> dict:
-    return {k: round(v, 4) for k, v in metrics.items() if contains in k}
+def _headline(metrics: dict, keys: tuple[str, ...]) -> dict:
+    return {k: round(metrics[k], 4) for k in keys if k in metrics}
 
 
 def write_results(path, figures: dict) -> None:

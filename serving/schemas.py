@@ -14,6 +14,11 @@ MAX_PRODUCTS = 1000
 MAX_ID = 2**63 - 1  # ids are int64 in the feature store
 
 
+Categories = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=100)]], Field(min_length=1, max_length=50)
+]
+
+
 class RecommendRequest(BaseModel):
     customer_id: int | None = Field(
         None, ge=0, le=MAX_ID, description="resolved customer id (or give channel identity)"
@@ -30,9 +35,19 @@ class RecommendRequest(BaseModel):
         None, ge=0, le=MAX_ID, description="store whose popular products answer new customers"
     )
     exclude_purchased: bool = Field(False, description="leave out products the customer bought")
+    in_stock_only: bool = Field(
+        False, description="only products with stock on hand at `store_id` (needs store_id)"
+    )
+    include_categories: Categories | None = Field(
+        None, description="only products of these categories"
+    )
+    exclude_categories: Categories | None = Field(None, description="never these categories")
+    reminders: int = Field(3, ge=0, le=20, description="how many due repurchases to add (0: none)")
 
     @model_validator(mode="after")
     def _one_way_to_name_the_customer(self) -> RecommendRequest:
+        if self.in_stock_only and self.store_id is None:
+            raise ValueError("in_stock_only needs store_id: stock is known per store")
         by_identity = self.channel is not None or self.channel_customer_id is not None
         if by_identity and (self.channel is None or self.channel_customer_id is None):
             raise ValueError("give both channel and channel_customer_id")
@@ -45,11 +60,21 @@ class RecommendedItem(BaseModel):
     product_id: int
     score: float
     rank: int
+    reason: str = Field(..., description="why it is shown, e.g. 'bought every ~9 days, ...'")
+
+
+class Reminder(BaseModel):
+    product_id: int
+    probability: float = Field(..., description="chance of buying it within `within_days`")
+    within_days: int
+    due_in_days: float = Field(..., description="days until the customer's usual cycle is due")
+    reason: str
 
 
 class RecommendResponse(BaseModel):
     customer_id: int | None = Field(None, description="resolved customer; null when unknown")
     items: list[RecommendedItem]
+    reminders: list[Reminder] = Field([], description="usual products due soon (personal only)")
     personalized: bool
     fallback: str | None = Field(
         None, description="why the answer is not personalised, if it is not"

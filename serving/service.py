@@ -30,7 +30,12 @@ with bentoml.importing():
 
     from features.contract import CUSTOMER_ID, PRODUCT_ID, STORE_ID
     from features.engineering import EVENT_TIMESTAMP, PERIOD_DAYS
-    from features.feature_store import OnlineReader, data_clock, open_store
+    from features.feature_store import (
+        OnlineFeatureLookup,
+        OnlineReader,
+        data_clock,
+        open_store,
+    )
     from features.identity import IDENTITY_KEY
     from features.settings import Settings
     from training import tracking
@@ -38,6 +43,7 @@ with bentoml.importing():
 
 log = logging.getLogger(__name__)
 # Views whose newest stamp is "now" on the data clock (identities are stamped when resolved).
+RANK_DEPTH = 200  # products ranked before a stock filter picks the k in stock
 CLOCK_VIEWS = ["customer_profile", "store_daily", "store_product_demand", "product_profile"]
 
 
@@ -55,12 +61,17 @@ class Omnishelf:
         self.settings = Settings()
         self.problems: list[str] = []
         self.readers: dict[str, OnlineReader] = {}
+        self.ranker_features = None
         mlflow.set_tracking_uri(self.settings.resolved_tracking_uri)  # read only: no experiment
         self.recommender, self.recommender_version = self._load(self.settings.recommender_name)
         self.forecaster, self.forecaster_version = self._load(self.settings.forecaster_name)
         try:
             self.feature_store = open_store(self.settings)
             self.feature_store.get_feature_service("recommender_v1")
+            # Product and store profiles change slowly: read once, then only the customer's.
+            self.ranker_features = OnlineFeatureLookup(
+                self.feature_store, "ranker_v1", cached=("product_profile", "store_daily")
+            )
             # "Now" for freshness: the newest materialised data, or the wall clock in production.
             self.clock = (
                 data_clock(self.feature_store, CLOCK_VIEWS)
@@ -107,14 +118,18 @@ class Omnishelf:
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     def recommend(self, **request) -> RecommendResponse:
-        """Next-best products for one customer; popular products when the customer is new or
-        opted out."""
+        """Next-best products for one customer, each with its reason, and the customer's usual
+        products that are due soon; popular products when the customer is new or opted out."""
         body = RecommendRequest(**request)
         if unavailable := self._unavailable(self.recommender, "recommender"):
             return unavailable
-        popularity = self.recommender.popularity
-        if body.store_id is not None and body.store_id not in popularity.store_products_:
+        model = self.recommender
+        if body.store_id is not None and not model.knows_store(body.store_id):
             return not_found("store_id", f"unknown store_id {body.store_id}")
+        for field in ("include_categories", "exclude_categories"):
+            unknown = sorted(set(getattr(body, field) or []) - model.categories())
+            if unknown:
+                return not_found(field, f"unknown categories {unknown[:10]}")
         customer_id = body.customer_id
         if customer_id is None:
             customer_id = self._resolve(body.channel, body.channel_customer_id)
@@ -131,28 +146,84 @@ class Omnishelf:
                 consent, stale = profile["opt_out"].iloc[0], bool(profile["stale"].iloc[0])
         # No row means consent is unknown: treat it like an opt-out, never personalise.
         opted_out = consent is None or consent != 0
-        ids, scores, personalized = self.recommender.recommend(
-            np.array([-1 if customer_id is None else customer_id]),
-            body.k,
-            exclude_purchased=body.exclude_purchased,
-            store_id=body.store_id,
-            personalize=np.array([not opted_out]),
-        )
-        if fallback is None and not personalized[0]:
+        customers = np.array([-1 if customer_id is None else customer_id])
+        rules = {
+            "store_id": body.store_id,
+            "exclude_purchased": body.exclude_purchased,
+            "include_categories": body.include_categories,
+            "exclude_categories": body.exclude_categories,
+        }
+        # The stock filter runs after ranking, so rank deeper when it may drop products.
+        depth = RANK_DEPTH if body.in_stock_only else body.k
+        try:
+            ranked = model.rank(
+                customers,
+                depth,
+                personalize=np.array([not opted_out]),
+                lookup=self.ranker_features,
+                **rules,
+            )
+        except Exception as error:  # the ranker's features failed: popular still answers
+            log.warning("ranker features unavailable: %s", type(error).__name__)
+            fallback = "feature_store_unavailable"
+            ranked = model.rank(customers, depth, personalize=np.array([False]), **rules)
+        if body.in_stock_only:
+            ranked = self._in_stock(body.store_id, ranked)
+            if isinstance(ranked, JSONResponse):
+                return ranked
+        ranked = ranked.head(body.k)
+        personalized = bool(ranked["personalized"].any()) if len(ranked) else False
+        if fallback is None and not personalized and customer_id is not None:
             fallback = "opted_out" if consent == 1 else "unknown_customer"
         items = [
-            {"product_id": int(p), "score": float(s), "rank": rank}
-            for rank, (p, s) in enumerate(zip(ids[0], scores[0], strict=True), start=1)
-            if p >= 0
+            {
+                "product_id": int(row.product_id),
+                "score": float(row.score),
+                "rank": rank,
+                "reason": row.reason,
+            }
+            for rank, row in enumerate(ranked.itertuples(), start=1)
         ]
+        reminders = []
+        if personalized and body.reminders:
+            due = model.due(customers, body.reminders)
+            reminders = [
+                {
+                    "product_id": int(row.product_id),
+                    "probability": round(float(row.probability), 4),
+                    "within_days": model.reminders.days,
+                    "due_in_days": round(float(row.due_in_days), 1),
+                    "reason": f"bought every ~{row.cycle_days:.0f} days, "
+                    f"last {row.days_since_bought:.0f} days ago",
+                }
+                for row in due.itertuples()
+            ]
         return RecommendResponse(
             customer_id=customer_id,
             items=items,
-            personalized=bool(personalized[0]),
+            reminders=reminders,
+            personalized=personalized,
             fallback=fallback,
             features_stale=stale,
             model_version=f"{self.settings.recommender_name}/{self.recommender_version}",
         )
+
+    def _in_stock(self, store_id: int, ranked: pd.DataFrame) -> pd.DataFrame | JSONResponse:
+        """The ranked products with stock on hand at the store, from store x product features."""
+        rows = [{STORE_ID: store_id, PRODUCT_ID: int(p)} for p in ranked[PRODUCT_ID]]
+        stock = self._online("restock_v1", rows)
+        if isinstance(stock, JSONResponse):
+            return stock
+        on_hand = pd.to_numeric(stock["on_hand_last"], errors="coerce").to_numpy()
+        if np.isnan(on_hand).all() and len(on_hand):
+            return JSONResponse(
+                {
+                    "error": f"no stock levels are known at store {store_id}",
+                    "field": "in_stock_only",
+                },
+                status_code=422,
+            )
+        return ranked[on_hand > 0]
 
     def _resolve(self, channel: str, channel_customer_id: str) -> int | None | JSONResponse:
         """One ID: the customer a channel identity belongs to (None when unknown or forgotten)."""

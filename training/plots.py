@@ -9,12 +9,12 @@ from features.engineering import PERIOD, UNITS
 from training.forecaster import FORECAST
 
 
-def recall_curve_figure(ks: list[int], curves: dict[str, list[float]]):
+def recall_curve_figure(ks: list[int], curves: dict[str, list[float]], protocol: str):
     figure = Figure(figsize=(6, 4))
     axis = figure.subplots()
     for name, values in curves.items():
         axis.plot(ks, values, marker="o", markersize=3, label=name)
-    axis.set(xlabel="k", ylabel="Recall@k", title="Recall@k on the time-split holdout")
+    axis.set(xlabel="k", ylabel="Recall@k", title=f"Recall@k on the {protocol} holdout")
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
@@ -44,10 +44,10 @@ def forecast_figure(history: pd.DataFrame, holdout: pd.DataFrame, baseline: pd.D
     return figure
 
 
-def importance_figure(importance: pd.Series):
+def importance_figure(importance: pd.Series, title: str = "Forecaster feature importance"):
     figure = Figure(figsize=(6, 4))
     axis = figure.subplots()
     importance.head(15)[::-1].plot.barh(ax=axis)
-    axis.set(xlabel="gain", title="Forecaster feature importance")
+    axis.set(xlabel="gain", title=title)
     figure.tight_layout()
     return figure

@@ -170,6 +170,12 @@ recommender_v1 = FeatureService(
     description="customer context for /recommend (consent, recency, cycle, channel mix)",
     owner=OWNER,
 )
+ranker_v1 = FeatureService(
+    name="ranker_v1",
+    features=[customer_profile, product_profile, store_daily],
+    description="customer, product and store context of each next-best-product candidate",
+    owner=OWNER,
+)
 demand_v1 = FeatureService(
     name="demand_v1",
     features=[store_product_demand],
@@ -198,6 +204,7 @@ DEFINITIONS = [
     identity,
     *VIEWS,
     recommender_v1,
+    ranker_v1,
     demand_v1,
     restock_v1,
     identity_v1,

@@ -63,6 +63,49 @@ def test_known_customer_gets_personalised_products(service, ids):
     assert answer["model_version"].startswith("omnishelf-recommender/")
 
 
+def test_each_item_says_why_and_usual_products_come_back_as_reminders(service, ids):
+    answer = service.post(
+        "/recommend", json={"customer_id": ids["known"], "k": 10, "reminders": 3}
+    ).json()
+    assert all(item["reason"] for item in answer["items"])
+    assert any(item["reason"].startswith("bought every ~") for item in answer["items"]), answer
+    assert 1 <= len(answer["reminders"]) <= 3
+    for reminder in answer["reminders"]:
+        assert 0 <= reminder["probability"] <= 1 and reminder["within_days"] == 7
+        assert reminder["due_in_days"] >= 0 and reminder["reason"].startswith("bought every")
+
+
+def test_category_and_stock_rules_hold(service, ids, workspace):
+    products = workspace["tables"]["products"].set_index("product_id")["category"]
+    category = sorted(products.unique())[0]
+    only = service.post(
+        "/recommend",
+        json={"customer_id": ids["known"], "k": 5, "include_categories": [category]},
+    ).json()
+    assert only["items"] and {products[i["product_id"]] for i in only["items"]} == {category}
+    without = service.post(
+        "/recommend",
+        json={"customer_id": ids["known"], "k": 5, "exclude_categories": [category]},
+    ).json()
+    assert category not in {products[i["product_id"]] for i in without["items"]}
+    store = ids["store_id"]
+    in_stock = service.post(
+        "/recommend",
+        json={"customer_id": ids["known"], "k": 5, "store_id": store, "in_stock_only": True},
+    ).json()
+    assert in_stock["items"], in_stock
+    demand = pd.read_parquet(
+        workspace["settings"].feast_dir / "offline" / "store_product_demand.parquet"
+    )
+    latest = demand[demand["store_id"] == store].sort_values("event_timestamp")
+    on_hand = latest.groupby("product_id")["on_hand_last"].last()
+    assert all(on_hand[i["product_id"]] > 0 for i in in_stock["items"])
+    response = service.post(
+        "/recommend", json={"customer_id": ids["known"], "include_categories": ["no such"]}
+    )
+    assert response.status_code == 404 and response.json()["field"] == "include_categories"
+
+
 def test_exclude_purchased_leaves_out_bought_products(service, ids, workspace):
     sales = workspace["tables"]["transactions"]
     bought = set(sales.loc[sales["customer_id"] == ids["known"], "product_id"])
@@ -99,11 +142,12 @@ def test_a_merge_reaches_the_next_recommendation_without_retraining(service, ids
     (key_a, customer_a), (key_b, customer_b) = ids["loners"]
     survivor = min(customer_a, customer_b)
     absorbed_key = key_b if customer_b > customer_a else key_a
-    expected = service.post("/recommend", json={"customer_id": survivor, "k": 5}).json()
     before = service.post("/recommend", json=_by_identity(absorbed_key, k=5)).json()
     assert before["customer_id"] != survivor
     customers.merge(workspace["settings"], key_a, key_b, reason="test")
     after = service.post("/recommend", json=_by_identity(absorbed_key, k=5)).json()
+    # The merge also rewrote the survivor's profile features, which the ranker reads.
+    expected = service.post("/recommend", json={"customer_id": survivor, "k": 5}).json()
     assert after["customer_id"] == survivor
     assert after["items"] == expected["items"] and after["personalized"]
 
@@ -152,6 +196,9 @@ def test_restock_orders_what_stock_does_not_cover(service, ids):
         ("/recommend", {"channel": "web"}, "channel_customer_id"),
         ("/recommend", {"channel": "fax", "channel_customer_id": "1"}, "channel"),
         ("/recommend", {"customer_id": 1, "channel": "web", "channel_customer_id": "x"}, "either"),
+        ("/recommend", {"customer_id": 1, "in_stock_only": True}, "store_id"),
+        ("/recommend", {"customer_id": 1, "reminders": 21}, "reminders"),
+        ("/recommend", {"customer_id": 1, "include_categories": []}, "include_categories"),
         ("/forecast", {"store_id": 1, "product_ids": [1], "horizon_days": 29}, "horizon_days"),
         ("/forecast", {"store_id": 1, "product_ids": []}, "product_ids"),
         ("/forecast", {"store_id": 1, "product_ids": [5, 5]}, "product_ids"),

@@ -1,75 +1,100 @@
-"""One contract for every recommender, including a known-answer case."""
+"""The served next-best-product model: ranker over candidates, serving rules, reasons and
+reminders, trained on a small synthetic history (no feature store: the ranker reads only what
+the history says)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from training.recommender import ALSRecommender, NextBestProduct, PopularityRecommender
+from features import synthetic
+from training.evaluation import time_split
+from training.recommender import BASELINES, FINAL, NextBestProduct, evaluate_protocol, train_ranker
+
+CONFIG = synthetic.SyntheticConfig(
+    n_customers=200, n_stores=2, n_products=40, n_categories=4, days=150, seed=5
+)
 
 
-def baskets(rows: list[tuple[int, int]]) -> pd.DataFrame:
-    """(customer, product) purchases, each its own order, all in store 1."""
-    frame = pd.DataFrame(rows, columns=["customer_id", "product_id"])
-    return frame.assign(
-        order_id=np.arange(len(frame)),
-        store_id=1,
-        quantity=1.0,
-        ts=pd.Timestamp("2024-01-01"),
-        net_sales=1.0,
+@pytest.fixture(scope="module")
+def tables():
+    return synthetic.generate(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def served(tables):
+    holdout = time_split(tables["transactions"])
+    ranker, reminders = train_ranker(holdout, tables["products"])
+    return NextBestProduct(ranker, reminders).fit(tables["transactions"], tables["products"])
+
+
+@pytest.fixture(scope="module")
+def regular(served):
+    """A customer with a product bought on several days: the ranker personalises them."""
+    pairs = served.history_.pairs
+    return int(pairs.loc[pairs["baskets"] >= 3, "customer_id"].iloc[0])
+
+
+def test_known_customers_get_a_personal_ranked_list_with_reasons(served, regular):
+    frame = served.rank(np.array([regular]), 10)
+    assert len(frame) == 10 and frame["personalized"].all()
+    assert frame["rank"].tolist() == list(range(1, 11))
+    assert frame["product_id"].is_unique
+    assert (np.diff(frame["score"]) <= 0).all()
+    assert frame["reason"].str.len().gt(0).all()
+    bought = frame[frame["baskets"] >= 2].iloc[0]
+    assert bought["reason"] == (
+        f"bought every ~{bought['cycle_days']:.0f} days, "
+        f"last {bought['days_since_bought']:.0f} days ago"
     )
 
 
-# Two taste groups: customers 1-6 buy products 10-12, customers 7-12 buy 20-22.
-# Customer 1 never bought 12; everyone else in the group did.
-GROUPS = [(c, p) for c in range(1, 7) for p in (10, 11, 12) if not (c == 1 and p == 12)]
-GROUPS += [(c, p) for c in range(7, 13) for p in (20, 21, 22)]
-GROUPS += [(c, 20) for c in range(7, 13)]  # 20 is the most bought product overall
-
-
-@pytest.fixture(params=["als", "popularity"])
-def fitted(request):
-    if request.param == "als":
-        return ALSRecommender(factors=4, iterations=30, regularization=0.01).fit(baskets(GROUPS))
-    return PopularityRecommender().fit(baskets(GROUPS))
-
-
-def test_contract_shapes_and_padding(fitted):
-    ids, scores = fitted.recommend(np.array([1, 7]), k=10)
-    assert ids.shape == scores.shape == (2, 10)
-    for row_ids, row_scores in zip(ids, scores, strict=True):
-        real = row_ids >= 0
-        assert len(set(row_ids[real])) == real.sum()  # no repeats
-        assert np.isnan(row_scores[~real]).all()
-        assert (np.diff(row_scores[real]) <= 1e-6).all()  # best first
-
-
-def test_exclude_purchased_drops_bought_products(fitted):
-    ids, _ = fitted.recommend(np.array([1]), k=3, exclude_purchased=True)
-    assert not {10, 11} & set(ids[0][ids[0] >= 0])
-
-
-def test_repeat_purchases_stay_eligible_by_default(fitted):
-    ids, _ = fitted.recommend(np.array([7]), k=3)
-    assert {20, 21, 22} & set(ids[0])
-
-
-def test_als_known_answer_the_missing_item_of_the_group_comes_first():
-    model = ALSRecommender(factors=4, iterations=30, regularization=0.01).fit(baskets(GROUPS))
-    ids, _ = model.recommend(np.array([1]), k=1, exclude_purchased=True)
-    assert ids[0, 0] == 12
-
-
-def test_popularity_puts_the_most_ordered_product_first():
-    ids, _ = PopularityRecommender().fit(baskets(GROUPS)).recommend(np.array([99]), k=1)
-    assert ids[0, 0] == 20
-
-
-def test_next_best_product_personalises_only_known_consenting_customers():
-    data = baskets(GROUPS)
-    served = NextBestProduct(ALSRecommender(factors=4).fit(data), PopularityRecommender().fit(data))
-    _, _, personalised = served.recommend(
-        np.array([1, 999, 7]), k=3, personalize=np.array([True, True, False])
+def test_unknown_and_opted_out_customers_get_popular_at_the_store(served, regular):
+    store = next(iter(served.stores_))
+    frame = served.rank(
+        np.array([987654, regular]), 5, store_id=store, personalize=np.array([True, False])
     )
-    assert personalised.tolist() == [True, False, False]
-    frame = served.predict_frame(pd.DataFrame({"customer_id": [1, 999], "k": 2}))
-    assert len(frame) == 4 and frame["rank"].tolist() == [1, 2, 1, 2]
+    assert not frame["personalized"].any()
+    assert set(frame["reason"]) == {f"popular at store {store}"}
+    # The opted-out customer's answer is the unknown customer's: nothing personal is used.
+    lists = frame.groupby("customer_id")["product_id"].apply(list)
+    assert lists.loc[987654] == lists.loc[regular]
+
+
+def test_rules_exclude_repurchases_and_filter_categories(served, regular):
+    bought = set(served.history_.pairs.query("customer_id == @regular")["product_id"])
+    fresh = served.rank(np.array([regular]), 10, exclude_purchased=True)
+    assert not set(fresh["product_id"]) & bought
+    category = sorted(served.categories())[0]
+    only = served.rank(np.array([regular]), 10, include_categories=[category])
+    assert len(only) and set(served.category_.loc[only["product_id"]]) == {category}
+    without = served.rank(np.array([regular]), 10, exclude_categories=[category])
+    assert category not in set(served.category_.loc[without["product_id"]])
+
+
+def test_reminders_are_the_customers_own_repeat_products_with_probabilities(served, regular):
+    due = served.due(np.array([regular]), 3)
+    assert 1 <= len(due) <= 3
+    assert due["probability"].between(0, 1).all()
+    assert (np.diff(due["probability"]) <= 0).all()
+    repeat = served.history_.pairs.query("customer_id == @regular and baskets >= 2")
+    assert set(due["product_id"]) <= set(repeat["product_id"])
+    assert (due["due_in_days"] >= 0).all()
+
+
+def test_pyfunc_frame_has_one_row_per_customer_and_rank(served, regular):
+    frame = served.predict_frame(pd.DataFrame({"customer_id": [regular, 987654], "k": 2}))
+    assert frame["rank"].tolist() == [1, 2, 1, 2]
+
+
+@pytest.mark.parametrize("protocol", ["time_split", "next_basket"])
+def test_evaluation_table_has_the_model_and_every_baseline_on_one_holdout(tables, protocol):
+    evaluation = evaluate_protocol(
+        tables["transactions"], tables["products"], protocol, baselines=BASELINES
+    )
+    assert list(evaluation.table.index) == [FINAL, *BASELINES]
+    assert evaluation.table["recall_at_10"].between(0, 1).all()
+    assert evaluation.best_baseline in BASELINES
+    # The synthetic shoppers have tastes a learned ranker can find: it beats popularity.
+    recall = evaluation.table["recall_at_10"]
+    assert recall[FINAL] > recall["popular"]
+    assert set(evaluation.segments["model"]) == {FINAL, evaluation.best_baseline}
