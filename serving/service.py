@@ -39,6 +39,7 @@ with bentoml.importing():
     from features.identity import IDENTITY_KEY
     from features.settings import Settings
     from training import tracking
+    from training.recommender import cycle_reason
     from training.restock import order_quantities
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,10 @@ class Omnishelf:
             if isinstance(ranked, JSONResponse):
                 return ranked
         ranked = ranked.head(body.k)
-        personalized = bool(ranked["personalized"].any()) if len(ranked) else False
+        # From who the customer is, not from the rows left: filters may leave none.
+        personalized = fallback is None and bool(
+            model.personal(customers, np.array([not opted_out]))[0]
+        )
         if fallback is None and not personalized and customer_id is not None:
             fallback = "opted_out" if consent == 1 else "unknown_customer"
         items = [
@@ -193,8 +197,7 @@ class Omnishelf:
                     "probability": round(float(row.probability), 4),
                     "within_days": model.reminders.days,
                     "due_in_days": round(float(row.due_in_days), 1),
-                    "reason": f"bought every ~{row.cycle_days:.0f} days, "
-                    f"last {row.days_since_bought:.0f} days ago",
+                    "reason": cycle_reason(row.cycle_days, row.days_since_bought),
                 }
                 for row in due.itertuples()
             ]

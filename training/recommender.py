@@ -119,6 +119,16 @@ def train_ranker(
     return ranker, reminders
 
 
+def ago(day: float) -> str:
+    """A history day (1 = the day of recommending, see `build_history`) as words."""
+    days = int(round(day)) - 1
+    return "today" if days <= 0 else "yesterday" if days == 1 else f"{days} days ago"
+
+
+def cycle_reason(cycle_days: float, day: float) -> str:
+    return f"bought every ~{cycle_days:.0f} days, last {ago(day)}"
+
+
 class NextBestProduct:
     """What /recommend serves. Known customers who allow personalisation get the ranker's order
     over the candidates; everyone else (opted out, new, unknown) gets popular products at the
@@ -144,6 +154,13 @@ class NextBestProduct:
     def knows(self, customer_ids) -> np.ndarray:
         return self.history_.customer_index.get_indexer(np.asarray(customer_ids)) >= 0
 
+    def personal(self, customer_ids, personalize: np.ndarray | None = None) -> np.ndarray:
+        """Which customers get the ranker: known to the history and allowing personalisation."""
+        personal = self.knows(customer_ids)
+        if personalize is not None:
+            personal &= np.asarray(personalize, bool)
+        return personal
+
     def knows_store(self, store_id: int) -> bool:
         return store_id in self.stores_
 
@@ -165,14 +182,17 @@ class NextBestProduct:
         """Up to `depth` ranked products per customer after the serving rules (stock filters
         are the caller's: it knows the store's stock)."""
         customer_ids = np.asarray(customer_ids)
-        personal = self.knows(customer_ids)
-        if personalize is not None:
-            personal &= np.asarray(personalize, bool)
-        stores = (
-            np.full(len(customer_ids), store_id)
-            if store_id is not None
-            else self.home_store_.reindex(customer_ids).fillna(-1).astype(np.int64).to_numpy()
-        )
+        if len(np.unique(customer_ids)) != len(customer_ids):
+            raise ValueError("customer_ids must not repeat a customer")
+        personal = self.personal(customer_ids, personalize)
+        if len(customer_ids) == 0:
+            return pd.DataFrame(columns=[CUSTOMER_ID, PRODUCT_ID, "score", "rank", "reason"])
+        if store_id is not None:
+            stores = np.full(len(customer_ids), store_id)
+        else:
+            # The usual store is personal data: only personalised rows may use it.
+            home = self.home_store_.reindex(customer_ids).fillna(-1).astype(np.int64).to_numpy()
+            stores = np.where(personal, home, -1)
         frames = []
         if personal.any():
             frames.append(self._personal(customer_ids[personal], stores[personal], lookup))
@@ -274,11 +294,10 @@ class NextBestProduct:
             positions = np.flatnonzero(neighbour)[because >= 0]
             reason[positions] = texts[because >= 0]
         once = baskets == 1
-        reason[once] = [f"you bought it once, {d:.0f} days ago" for d in since[once]]
+        reason[once] = [f"you bought it once, {ago(d)}" for d in since[once]]
         repeat = (baskets >= 2) & ~np.isnan(cycle)
         reason[repeat] = [
-            f"bought every ~{c:.0f} days, last {d:.0f} days ago"
-            for c, d in zip(cycle[repeat], since[repeat], strict=True)
+            cycle_reason(c, d) for c, d in zip(cycle[repeat], since[repeat], strict=True)
         ]
         return reason
 

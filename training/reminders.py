@@ -74,7 +74,8 @@ class Reminders:
             return pd.DataFrame(columns=[CUSTOMER_ID, PRODUCT_ID, "probability", "due_in_days"])
         rows = features.rows(candidates)
         rows["probability"] = self.probability(rows)
-        rows["due_in_days"] = np.maximum(0.0, rows["cycle_days"] - rows["days_since_bought"])
+        # History day 1 is the day of recommending, so day d was d - 1 days ago.
+        rows["due_in_days"] = np.maximum(0.0, rows["cycle_days"] - (rows["days_since_bought"] - 1))
         rows = rows.sort_values([CUSTOMER_ID, "probability"], ascending=[True, False])
         rows = rows[rows.groupby(CUSTOMER_ID).cumcount() < n]
         return rows[

@@ -42,9 +42,10 @@ def test_known_customers_get_a_personal_ranked_list_with_reasons(served, regular
     assert (np.diff(frame["score"]) <= 0).all()
     assert frame["reason"].str.len().gt(0).all()
     bought = frame[frame["baskets"] >= 2].iloc[0]
-    assert bought["reason"] == (
-        f"bought every ~{bought['cycle_days']:.0f} days, "
-        f"last {bought['days_since_bought']:.0f} days ago"
+    days_ago = int(bought["days_since_bought"]) - 1  # history day 1 is today
+    assert bought["reason"].startswith(f"bought every ~{bought['cycle_days']:.0f} days, last ")
+    assert bought["reason"].endswith(
+        {0: "today", 1: "yesterday"}.get(days_ago, f"{days_ago} days ago")
     )
 
 
@@ -58,6 +59,15 @@ def test_unknown_and_opted_out_customers_get_popular_at_the_store(served, regula
     # The opted-out customer's answer is the unknown customer's: nothing personal is used.
     lists = frame.groupby("customer_id")["product_id"].apply(list)
     assert lists.loc[987654] == lists.loc[regular]
+
+
+def test_an_opted_out_customer_without_a_store_gets_nothing_from_their_history(served, regular):
+    frame = served.rank(np.array([regular]), 5, personalize=np.array([False]))
+    assert not frame["personalized"].any()
+    assert set(frame["reason"]) == {"popular with all customers"}  # not their usual store
+    with pytest.raises(ValueError, match="repeat"):
+        served.rank(np.array([regular, regular]), 5)
+    assert served.rank(np.array([], dtype=np.int64), 5).empty
 
 
 def test_rules_exclude_repurchases_and_filter_categories(served, regular):
