@@ -322,13 +322,14 @@ def evaluate_recommender(settings: Settings, protocols: list[str]) -> list[Evalu
     info = load_info(settings.tables_dir)
     _, fingerprint = resolution(settings)
     tables = resolved_tables(settings, ["transactions", "products"])[0]
+    lookup = offline_lookup(settings)
     evaluations = []
     for protocol in protocols:
         evaluation = evaluate_protocol(
             tables["transactions"],
             tables["products"],
             protocol,
-            offline_lookup(settings),
+            lookup,
             progress=True,
         )
         with mlflow.start_run(run_name=f"recommender-evaluation-{protocol}"):

@@ -7,7 +7,6 @@ import pytest
 from training.candidates import (
     ALS,
     BPR,
-    GENERATORS,
     ItemItem,
     NewInCategory,
     Popular,
@@ -55,6 +54,17 @@ PRODUCTS = pd.DataFrame(
 def history():
     # Product 30 is new: first sold 3 days ago, to customer 12 only.
     return build_history(purchases(GROUPS + [(12, 30, 3)]), AS_OF, PRODUCTS)
+
+
+GENERATORS = {
+    "repurchase": Repurchase,
+    "als": ALS,
+    "bpr": BPR,
+    "item_item": ItemItem,
+    "popular": Popular,
+    "popular_in_store": PopularInStore,
+    "new_in_category": NewInCategory,
+}
 
 
 def fitted(name, history):
