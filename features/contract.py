@@ -89,6 +89,10 @@ TABLES: dict[str, Table] = {
                     False,
                     default=True,
                 ),
+                Column("pack_size", "int", "units per supplier pack", False, True, default=1),
+                Column(
+                    "min_order_qty", "int", "supplier minimum order, units", False, True, default=0
+                ),
             ),
             key=(PRODUCT_ID,),
         ),

@@ -41,9 +41,17 @@ UNITS = "units"
 PERIOD_DAYS = {"D": 1, "W": 7}
 MIN_ACTIVE_SHARE = 0.5  # a series is forecast when it sold in at least this share of periods
 
-STORE_PRODUCT_LAGS = (1, 2, 3, 4, 7)  # periods
-STORE_PRODUCT_WINDOWS_DAYS = (7, 28, 91)  # mean and spread over each
+STORE_PRODUCT_LAGS = (1, 2, 3, 4, 5, 6, 7, 8)  # periods
+STORE_PRODUCT_WINDOWS_DAYS = (7, 28, 56, 91, 182)  # mean and spread over each
+NONZERO_WINDOWS_DAYS = (91, 182)  # share of periods with sales
+TREND_WINDOWS_DAYS = (28, 182)  # recent vs long level of a product (all stores) and of a store
 PROMO_WINDOW_DAYS = 28
+PROMO_HISTORY_DAYS = 182
+PROMO_KINDS = {  # promotion kind -> the promo_type values that count for it
+    "display": ("display", "display_mailer"),
+    "mailer": ("mailer", "display_mailer"),
+    "price_cut": ("price_cut",),
+}
 CUSTOMER_WINDOWS_DAYS = (7, 28, 91)
 CUSTOMER_SNAPSHOT_DAYS = 7
 MIX_WINDOW_DAYS = 91  # channel shares and top categories
@@ -110,7 +118,56 @@ def demand_panel(
         names=[STORE_ID, PRODUCT_ID, PERIOD],
     )
     panel = grouped.reindex(dense_index, fill_value=0.0).reset_index()
-    return panel.sort_values([STORE_ID, PRODUCT_ID, PERIOD], ignore_index=True)
+    panel = panel.sort_values([STORE_ID, PRODUCT_ID, PERIOD], ignore_index=True)
+    if tables.get("inventory") is not None and not tables["inventory"].empty:
+        panel["censored"] = _censored(panel, tables, freq)
+    return panel
+
+
+def _censored(panel: pd.DataFrame, tables: dict[str, pd.DataFrame], freq: str) -> np.ndarray:
+    """Periods with a sold-out day: the day's sales reached the stock it started with, so the
+    demand may have been higher than the sales. Days without a stock snapshot count as known."""
+    stock = tables["inventory"]
+    sales = tables["transactions"]
+    sold = (
+        sales.assign(**{DATE: sales[TS].dt.normalize()})
+        .groupby([STORE_ID, PRODUCT_ID, DATE])["quantity"]
+        .sum()
+    )
+    day_keys = pd.MultiIndex.from_frame(stock[[STORE_ID, PRODUCT_ID, DATE]])
+    sold_that_day = sold.reindex(day_keys, fill_value=0.0).to_numpy()
+    sold_out = stock.loc[sold_that_day >= stock["on_hand"].to_numpy(), [STORE_ID, PRODUCT_ID]]
+    sold_out = sold_out.assign(**{PERIOD: period_start(stock.loc[sold_out.index, DATE], freq)})
+    flagged = pd.MultiIndex.from_frame(sold_out).unique()
+    return pd.MultiIndex.from_frame(panel[[STORE_ID, PRODUCT_ID, PERIOD]]).isin(flagged)
+
+
+def daily_demand(
+    tables: dict[str, pd.DataFrame], keys: pd.DataFrame, first: pd.Timestamp, days: int
+) -> np.ndarray:
+    """Units wanted per series (rows of `keys`) and day from `first`: the generator's true demand
+    where the dataset has it, else units sold (demand and sales coincide without stockouts)."""
+    if "true_demand" in tables:
+        frame = tables["true_demand"].rename(columns={"demand": UNITS})
+    else:
+        sales = tables["transactions"]
+        frame = pd.DataFrame(
+            {
+                STORE_ID: sales[STORE_ID],
+                PRODUCT_ID: sales[PRODUCT_ID],
+                DATE: sales[TS].dt.normalize(),
+                UNITS: sales["quantity"],
+            }
+        )
+    day = _day_index(frame[DATE], first)
+    row = _series_rows(keys, frame)
+    kept = (row >= 0) & (day >= 0) & (day < days)
+    out = np.bincount(
+        row[kept] * days + day[kept],
+        weights=frame[UNITS].to_numpy(dtype="float64")[kept],
+        minlength=len(keys) * days,
+    )
+    return out.reshape(len(keys), days)
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -249,14 +306,33 @@ def store_product_features(
         square_mean = _trailing_mean(units**2, days // period_days)
         columns[f"units_mean_{days}d"] = mean
         columns[f"units_std_{days}d"] = np.sqrt(np.maximum(square_mean - mean**2, 0.0))
-    longest = max(STORE_PRODUCT_WINDOWS_DAYS)
-    columns[f"units_nonzero_{longest}d"] = _trailing_mean(
-        (units > 0).astype(float), longest // period_days
-    )
+    for days in NONZERO_WINDOWS_DAYS:
+        columns[f"units_nonzero_{days}d"] = _trailing_mean(
+            (units > 0).astype(float), days // period_days
+        )
+    # Since the first period of the data: the steadiest level of a slow seller.
+    elapsed = np.arange(1, n_periods + 1)
+    columns["units_mean_all"] = np.cumsum(units, axis=1) / elapsed
+    columns["units_nonzero_all"] = np.cumsum(units > 0, axis=1) / elapsed
+    columns["periods_since_sale"] = _periods_since_sale(units)
+    recent, long = (days // period_days for days in TREND_WINDOWS_DAYS)
+    for level, codes in (("product", keys[PRODUCT_ID]), ("store", keys[STORE_ID])):
+        # Summed over the level's series, so one product's trend is seen at every store.
+        totals = pd.DataFrame(units).groupby(pd.factorize(codes)[0]).transform("sum").to_numpy()
+        columns[f"{level}_trend"] = _ratio(
+            _trailing_mean(totals, recent), _trailing_mean(totals, long)
+        )
     columns["price_last"] = pd.DataFrame(_ratio(sales, units)).ffill(axis=1).to_numpy()
     tables = tables or {}
-    promo_share, on_promo = _promotion_days(keys, grid, period_days, tables.get("promotions"))
+    promotions = tables.get("promotions")
+    promo_share, on_promo = _promotion_days(keys, grid, period_days, promotions)
     columns["promo_share_28d"], columns["on_promo_last"] = promo_share, on_promo
+    # How often the series is put on display or in the mailer: how much a planned one means.
+    for kind, types in PROMO_KINDS.items():
+        of_kind = None if promotions is None else promotions[promotions["promo_type"].isin(types)]
+        columns[f"{kind}_share_{PROMO_HISTORY_DAYS}d"] = _promotion_days(
+            keys, grid, period_days, of_kind, PROMO_HISTORY_DAYS
+        )[0]
     columns["on_hand_last"] = _on_hand_last(keys, grid, period_days, tables.get("inventory"))
     daily_rate = columns["units_mean_28d"] / period_days
     columns["days_of_cover"] = _ratio(columns["on_hand_last"], daily_rate)
@@ -271,6 +347,14 @@ def store_product_features(
     return _float_columns(frame, columns)
 
 
+def _periods_since_sale(units: np.ndarray) -> np.ndarray:
+    """Periods from the last period with sales up to each stamp (1 = sold in the period just
+    ended); NaN before the first sale."""
+    index = np.arange(units.shape[1], dtype="float64")
+    last_sale = np.fmax.accumulate(np.where(units > 0, index, np.nan), axis=1)
+    return index + 1 - last_sale
+
+
 def _series_rows(keys: pd.DataFrame, frame: pd.DataFrame) -> np.ndarray:
     """Row in `keys` of each store x product of `frame`, -1 for the others."""
     series = pd.MultiIndex.from_frame(keys[[STORE_ID, PRODUCT_ID]])
@@ -278,15 +362,20 @@ def _series_rows(keys: pd.DataFrame, frame: pd.DataFrame) -> np.ndarray:
 
 
 def _promotion_days(
-    keys: pd.DataFrame, grid: np.ndarray, period_days: int, promotions: pd.DataFrame | None
+    keys: pd.DataFrame,
+    grid: np.ndarray,
+    period_days: int,
+    promotions: pd.DataFrame | None,
+    window: int = PROMO_WINDOW_DAYS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Share of the 28 days before each stamp under a promotion, and promotion on the last day."""
+    """Share of the `window` days before each stamp under a promotion, and promotion on the last
+    day."""
     shape = (len(keys), len(grid))
     if promotions is None or promotions.empty:
         return np.zeros(shape), np.zeros(shape)
     # Days from the first window's start to the last period's last day: series x days on/off.
-    origin = pd.Timestamp(grid[0]) + pd.Timedelta(days=period_days - PROMO_WINDOW_DAYS)
-    n_days = int((grid[-1] - grid[0]) // np.timedelta64(1, "D")) + PROMO_WINDOW_DAYS
+    origin = pd.Timestamp(grid[0]) + pd.Timedelta(days=period_days - window)
+    n_days = int((grid[-1] - grid[0]) // np.timedelta64(1, "D")) + window
     promotions = promotions[promotions[PRODUCT_ID].isin(keys[PRODUCT_ID].unique())]
     start = _day_index(promotions["start_date"], origin)
     end = _day_index(promotions["end_date"], origin) + 1  # exclusive
@@ -303,8 +392,8 @@ def _promotion_days(
     active = running[:, :n_days] > 0  # overlapping promotions count a day once
     cumulative = np.zeros((len(keys), n_days + 1), dtype="int32")
     np.cumsum(active, axis=1, out=cumulative[:, 1:])
-    stamp = PROMO_WINDOW_DAYS + np.arange(len(grid)) * period_days  # index of each stamp's day
-    share = (cumulative[:, stamp] - cumulative[:, stamp - PROMO_WINDOW_DAYS]) / PROMO_WINDOW_DAYS
+    stamp = window + np.arange(len(grid)) * period_days  # index of each stamp's day
+    share = (cumulative[:, stamp] - cumulative[:, stamp - window]) / window
     return share, active[:, stamp - 1].astype("float64")
 
 

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     # Complete Journey); "wall": against the clock, as in production.
     feature_clock: Literal["data", "wall"] = "data"
 
+    # Scale-out: with a Dask scheduler's address (tcp://host:8786) the forecaster's training rows
+    # are built and LightGBM trained on that cluster; without one, in this process.
+    dask_scheduler: str | None = None
+
     # Salt of the phone/email hashes made at import; required when raw contacts are imported.
     identity_salt: str | None = Field(None, repr=False)
 

@@ -38,7 +38,7 @@ from features.identity import (
 )
 from features.repo.definitions import customer_profile
 from features.settings import Settings
-from pipelines.steps import FINGERPRINT_FILE
+from pipelines.steps import FINGERPRINT_FILE, features_built_from
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,8 @@ def forget(settings: Settings, customer_id: int) -> CustomerUpdate:
     )
     # The aggregate views hold no personal rows: they stay valid for the new tables.
     marker = settings.feast_dir / FINGERPRINT_FILE
-    write_atomically(marker, lambda path: path.write_text(updated.fingerprint))
+    built_from = features_built_from(updated.fingerprint)
+    write_atomically(marker, lambda path: path.write_text(built_from))
     write_identity_map(settings, resolution(settings)[0])  # the audit map, without them
     return CustomerUpdate("forget", 1, len(keys), time.perf_counter() - began)
 

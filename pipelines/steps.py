@@ -6,21 +6,24 @@ Each step is idempotent: it reuses what an earlier run built for the same data a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 
-from features.contract import PRODUCT_ID, STORE_ID
-from features.dataset import DatasetInfo, load_info, save_tables, write_atomically
+from features.contract import DATE, PRODUCT_ID, STORE_ID
+from features.dataset import DatasetInfo, load_info, load_tables, save_tables, write_atomically
 from features.engineering import (
     EVENT_TIMESTAMP,
     MIN_ACTIVE_SHARE,
@@ -28,6 +31,7 @@ from features.engineering import (
     PERIOD_DAYS,
     UNITS,
     customer_features,
+    daily_demand,
     demand_panel,
     product_features,
     store_features,
@@ -53,9 +57,17 @@ from features.identity import (
 )
 from features.settings import Settings
 from training import plots, tracking
+from training.backtest import (
+    FINAL,
+    Backtest,
+    backtest,
+    cover_demand,
+    policy_order_up_to,
+    replay_restock,
+    rolling_origins,
+)
 from training.evaluation import RECALL_KS, TEST_DAYS
-from training.forecaster import DemandForecaster, seasonal_naive
-from training.metrics import bias, wape
+from training.forecaster import HORIZON_PERIODS, DemandForecaster
 from training.ranker import POOL_SIZES
 from training.recommender import (
     HEADLINE_METRICS,
@@ -64,15 +76,48 @@ from training.recommender import (
     NextBestProduct,
     evaluate_protocol,
 )
+from training.restock import REVIEW_DAYS, plan_orders
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = version("omnishelf")
+
+def _source_digest(*packages: str) -> str:
+    """A hash of the packages' Python sources: features and models built by other code are
+    rebuilt, even when the package version did not move."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted(p for package in packages for p in (root / package).rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+CODE_VERSION = f"{version('omnishelf')}+{_source_digest('features', 'training')}"
+FEATURE_CODE = _source_digest("features")
 FINGERPRINT_FILE = "offline/dataset_fingerprint"
 MIN_HISTORY_PERIODS = 4  # origins before this have too little history to learn from
 # Metrics shown in summaries and demo.json.
 RECOMMENDER_HEADLINE = ("omnishelf_recall_at_10", "best_baseline_recall_at_10")
-FORECASTER_HEADLINE = ("forecast_wape", "snaive_wape")
+FORECASTER_HEADLINE = ("wrmsse_final", "wrmsse_best_stat", "p90_coverage", "stockout_rate_ratio")
+# AutoETS takes ~60 ms per daily series: `omnishelf backtest` runs it, training does without.
+STEP_STAT_MODELS = ("seasonal_naive", "moving_average", "CrostonOptimized", "ADIDA")
+ALL_STAT_MODELS = (*STEP_STAT_MODELS, "AutoETS")
+BACKTEST_ORIGINS = 3
+SERVICE_LEVEL = 0.95  # of the replay whose KPIs are logged; the trade-off covers SERVICE_LEVELS
+SERVICE_LEVELS = (0.8, 0.9, 0.95, 0.98)
+MOVING_AVERAGE_DAYS = 28  # history the baseline policy's moving average needs
+DEFAULT_LEAD_TIME_DAYS = 2
+DASK_CONNECT_TIMEOUT_S = 10
+# true_demand: where a dataset knows it (the synthetic one), the replay is scored against it.
+FORECAST_INPUTS = [
+    "transactions",
+    "products",
+    "stores",
+    "promotions",
+    "inventory",
+    "calendar",
+    "true_demand",
+]
 # BPR and item-item cosine are weak and slow here: `omnishelf evaluate recommender` shows them.
 STEP_BASELINES = (
     "gp_topfreq",
@@ -132,6 +177,11 @@ def ingest(settings: Settings, source: Source, force: bool = False) -> StepResul
     )
 
 
+def features_built_from(fingerprint: str) -> str:
+    """What the feature tables were computed from: the data and the feature code."""
+    return f"{fingerprint} {FEATURE_CODE}"
+
+
 def build_features(settings: Settings, force: bool = False) -> tuple[StepResult, list]:
     """Feature tables -> Feast offline store; apply definitions; materialise what is new.
 
@@ -142,8 +192,9 @@ def build_features(settings: Settings, force: bool = False) -> tuple[StepResult,
     info = load_info(settings.tables_dir)
     marker = settings.feast_dir / FINGERPRINT_FILE
     current = marker.read_text() if marker.exists() else None
+    built_from = features_built_from(info.fingerprint)
     status = "reused"
-    if force or current != info.fingerprint:
+    if force or current != built_from:
         tables, identity_map, _ = resolved_tables(settings, FEATURE_INPUTS)
         panel = demand_panel(tables, info.freq)
         now = pd.Timestamp.now().floor("s")
@@ -164,7 +215,7 @@ def build_features(settings: Settings, force: bool = False) -> tuple[StepResult,
             reset_feature_store(settings)
         write_offline_tables(settings, feature_tables)
         write_identity_map(settings, identity_map)
-        write_atomically(marker, lambda path: path.write_text(info.fingerprint))
+        write_atomically(marker, lambda path: path.write_text(built_from))
         status = "built" if not extends else "extended"
     store = open_store(settings)
     apply_definitions(store)
@@ -348,10 +399,187 @@ def evaluate_recommender(settings: Settings, protocols: list[str]) -> list[Evalu
     return evaluations
 
 
-def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
-    """LightGBM on Feast point-in-time features; scored on the last horizon it never saw."""
-    began = time.perf_counter()
+@dataclass
+class ForecastData:
+    """What training and backtesting the forecaster read: the panel of the active series, their
+    demand features at every origin and review day, and the tables behind them."""
+
+    info: DatasetInfo
+    tables: dict[str, pd.DataFrame]
+    panel: pd.DataFrame
+    keys: pd.DataFrame  # store_id, product_id of each series, the panel's order
+    features: pd.DataFrame
+    origins: list[pd.Timestamp]  # backtest origins
+    reviews: list[pd.Timestamp]  # weekly restock reviews replayed over the backtest windows
+
+
+def forecast_data(settings: Settings, n_origins: int = BACKTEST_ORIGINS) -> ForecastData:
+    """The panel, its backtest origins and the Feast point-in-time features they need."""
     info = load_info(settings.tables_dir)
+    tables = resolved_tables(settings, FORECAST_INPUTS)[0]
+    panel = demand_panel(tables, info.freq)
+    horizon = HORIZON_PERIODS[info.freq]
+    grid = pd.DatetimeIndex(np.sort(panel[PERIOD].unique()))
+    origins = rolling_origins(grid, n_origins, horizon)
+    # Which series are scored must not depend on the windows' own sales.
+    panel = active_before(panel, origins[0]).reset_index(drop=True)
+    keys = panel[[STORE_ID, PRODUCT_ID]].drop_duplicates().reset_index(drop=True)
+    end = grid[-1] + pd.Timedelta(days=PERIOD_DAYS[info.freq])
+    reviews = list(pd.date_range(origins[0], end - pd.Timedelta(days=REVIEW_DAYS), freq="7D"))
+    stride = origin_stride(len(keys), len(grid), horizon)
+    stamps = (
+        pd.DatetimeIndex(grid[MIN_HISTORY_PERIODS::stride])
+        .append(pd.DatetimeIndex([*origins, *reviews, end]))
+        .unique()
+        .sort_values()
+    )
+    features = historical_features(
+        open_store(settings),
+        "demand_v1",
+        keys.merge(pd.DataFrame({EVENT_TIMESTAMP: stamps}), how="cross"),
+    )
+    return ForecastData(info, tables, panel, keys, features, origins, reviews)
+
+
+def _forecaster(data: ForecastData) -> DemandForecaster:
+    return DemandForecaster(data.info.freq, data.info.country)
+
+
+@contextmanager
+def dask_client(settings: Settings):
+    """A client of the Dask scheduler the settings name, or None: train in this process."""
+    if settings.dask_scheduler is None:
+        yield None
+        return
+    from distributed import Client
+
+    try:
+        client = Client(settings.dask_scheduler, timeout=DASK_CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError) as error:
+        raise LookupError(
+            f"Dask scheduler {settings.dask_scheduler} (OMNISHELF_DASK_SCHEDULER) unreachable: "
+            f"{error}"
+        ) from error
+    with client:
+        yield client
+
+
+def forecast_backtest(
+    data: ForecastData,
+    stat_models: tuple[str, ...],
+    service_levels: tuple[float, ...] = SERVICE_LEVELS,
+    progress: Callable[[str], None] | None = None,
+    client=None,
+) -> tuple[Backtest, pd.DataFrame, pd.DataFrame]:
+    """Rolling-origin backtest, then the restock replay over the same windows.
+
+    Returns:
+        The backtest; the replay at SERVICE_LEVEL (omnishelf vs the baseline at matched stock);
+        and the replay at every service level, for the stock vs stockout trade-off.
+    """
+    promotions, calendar = data.tables.get("promotions"), data.tables.get("calendar")
+    result = backtest(
+        lambda: _forecaster(data),
+        data.panel,
+        data.features,
+        data.info.freq,
+        data.origins,
+        promotions,
+        calendar,
+        stat_models,
+        progress,
+        client,
+    )
+    lead = _lead_times(data.tables, data.keys)
+    mean, std = cover_demand(result, data.features, data.keys, data.reviews, lead, promotions)
+    history_days = MOVING_AVERAGE_DAYS
+    first = data.origins[0] - pd.Timedelta(days=history_days)
+    demand = daily_demand(
+        data.tables, data.keys, first, history_days + len(data.reviews) * REVIEW_DAYS
+    )
+    by_level = {
+        level: replay_restock(policy_order_up_to(mean, std, level), demand, history_days, lead)
+        for level in service_levels
+    }
+    trade_off = pd.concat(by_level, names=["service_level"]).reset_index()
+    return result, by_level[SERVICE_LEVEL], trade_off
+
+
+def _lead_times(tables: dict[str, pd.DataFrame], keys: pd.DataFrame) -> np.ndarray:
+    stores = tables["stores"].set_index(STORE_ID)["lead_time_days"]
+    return stores.reindex(keys[STORE_ID]).fillna(DEFAULT_LEAD_TIME_DAYS).to_numpy(dtype=float)
+
+
+def forecaster_metrics(result: Backtest, simulation: pd.DataFrame) -> dict[str, float]:
+    """The backtest table and the replay as flat metric names, the same on every run."""
+    table = result.table
+    stats = table.drop(index=FINAL)
+    best_stat = stats["wrmsse"].idxmin()
+    metrics = {
+        f"{column}_{model}": float(value)
+        for model, row in table.iterrows()
+        for column, value in row.items()
+        if column != "origins" and pd.notna(value)
+    }
+    policy, baseline = simulation.loc[FINAL], simulation.drop(index=FINAL).iloc[0]
+    metrics |= {
+        "wrmsse_final": float(table.loc[FINAL, "wrmsse"]),
+        "wrmsse_best_stat": float(stats.loc[best_stat, "wrmsse"]),
+        "p90_coverage": float(table.loc[FINAL, "p90_coverage"]),
+        "stockout_rate_policy": float(policy["stockout_rate"]),
+        "stockout_rate_baseline": float(baseline["stockout_rate"]),
+        "stockout_rate_ratio": float(policy["stockout_rate"] / baseline["stockout_rate"])
+        if baseline["stockout_rate"] > 0
+        else math.nan,
+        "avg_on_hand_policy": float(policy["avg_on_hand"]),
+        "avg_on_hand_baseline": float(baseline["avg_on_hand"]),
+        "fill_rate_policy": float(policy["fill_rate"]),
+        "fill_rate_baseline": float(baseline["fill_rate"]),
+        "inventory_turns_policy": float(policy["inventory_turns"]),
+        "inventory_turns_baseline": float(baseline["inventory_turns"]),
+        "baseline_cover_days": float(baseline["cover_days"]),
+    }
+    return metrics | {"best_stat_name": best_stat}
+
+
+def log_forecaster_backtest(
+    data: ForecastData, result: Backtest, simulation: pd.DataFrame, trade_off: pd.DataFrame
+) -> dict:
+    """Metrics, tables and figures of one backtest in the active MLflow run."""
+    metrics = forecaster_metrics(result, simulation)
+    mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float) and v == v})
+    mlflow.set_tags(
+        {
+            "best_stat_name": metrics["best_stat_name"],
+            "backtest_origins": ",".join(f"{o:%Y-%m-%d}" for o in data.origins),
+            "service_level": str(SERVICE_LEVEL),
+        }
+    )
+    mlflow.log_table(result.table.reset_index(), "backtest_table.json")
+    mlflow.log_table(simulation.reset_index(), "inventory_simulation.json")
+    mlflow.log_table(trade_off, "stock_vs_stockouts.json")
+    last = data.origins[-1]
+    scored = result.scored[result.scored["origin"] == last]
+    history = data.panel[
+        (data.panel[PERIOD] < last)
+        & (data.panel[PERIOD] >= last - pd.Timedelta(days=PERIOD_DAYS[data.info.freq] * 20))
+    ]
+    mlflow.log_figure(
+        plots.forecast_figure(
+            history,
+            scored[scored["model"] == FINAL],
+            scored[scored["model"] == "seasonal_naive"],
+        ),
+        "forecast_vs_actual.png",
+    )
+    mlflow.log_figure(plots.trade_off_figure(trade_off), "stock_vs_stockouts.png")
+    return metrics
+
+
+def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
+    """Backtest on rolling origins (forecast accuracy, restock replay), then fit on all data and
+    register; every run logs the accuracy table and the business KPIs."""
+    began = time.perf_counter()
     _, fingerprint = resolution(settings)
     if not force and (
         reused := _reused(
@@ -359,65 +587,30 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
         )
     ):
         return reused
-    tables = resolved_tables(settings, ["transactions", "products"])[0]
-    panel = demand_panel(tables, info.freq)
-    model = DemandForecaster(info.freq, info.country)
-    grid = np.sort(panel[PERIOD].unique())
-    if len(grid) < MIN_HISTORY_PERIODS + 2 * model.horizon:
-        raise ValueError(
-            f"{len(grid)} periods of data are too few for a {model.horizon}-period holdout; "
-            f"need at least {MIN_HISTORY_PERIODS + 2 * model.horizon}"
-        )
-    cutoff = pd.Timestamp(grid[-model.horizon])
-    panel = active_before(panel, cutoff)
-    series = panel[[STORE_ID, PRODUCT_ID]].drop_duplicates()
-    origins = grid[MIN_HISTORY_PERIODS :: origin_stride(len(series), len(grid), model.horizon)]
-    store = open_store(settings)
-    at_origins = historical_features(
-        store, "demand_v1", series.merge(pd.DataFrame({EVENT_TIMESTAMP: origins}), how="cross")
-    )
-    train_rows = at_origins[at_origins[EVENT_TIMESTAMP] < cutoff]
-    model.fit(train_rows, panel[panel[PERIOD] < cutoff])
-    at_cutoff = historical_features(store, "demand_v1", series.assign(**{EVENT_TIMESTAMP: cutoff}))
-    holdout = model.predict(at_cutoff).merge(panel, on=[STORE_ID, PRODUCT_ID, PERIOD])
-    baseline = seasonal_naive(panel, cutoff, info.freq, model.horizon).merge(
-        panel, on=[STORE_ID, PRODUCT_ID, PERIOD]
-    )
-    metrics = {
-        "forecast_wape": wape(holdout[UNITS], holdout["forecast"]),
-        "forecast_bias": bias(holdout[UNITS], holdout["forecast"]),
-        "snaive_wape": wape(baseline[UNITS], baseline["forecast"]),
-        "series": len(series),
-        "training_rows": model.training_rows_,
-    }
-    with mlflow.start_run(run_name="forecaster"):
+    data = forecast_data(settings)
+    with dask_client(settings) as client, mlflow.start_run(run_name="forecaster"):
+        model = _forecaster(data)
         mlflow.set_tags(
             {
-                **_run_tags(info, fingerprint),
+                **_run_tags(data.info, fingerprint),
                 "model_family": "forecaster",
-                "freq": info.freq,
-                "holdout_start": str(cutoff),
+                "freq": model.freq,
+                "trained_on": f"dask {client.scheduler.address}" if client else "local",
             }
         )
         mlflow.log_params(
             model.params | {"num_boost_round": model.num_boost_round, "horizon": model.horizon}
         )
-        mlflow.log_metrics(metrics)
-        history = panel[
-            (panel[PERIOD] < cutoff)
-            & (panel[PERIOD] >= cutoff - pd.Timedelta(days=PERIOD_DAYS[info.freq] * 20))
-        ]
+        result, simulation, trade_off = forecast_backtest(data, STEP_STAT_MODELS, client=client)
+        metrics = log_forecaster_backtest(data, result, simulation, trade_off)
+        promotions, calendar = data.tables.get("promotions"), data.tables.get("calendar")
+        final = model.fit(data.features, data.panel, promotions, calendar, client)
+        mlflow.log_metrics({"series": len(data.keys), "training_rows": final.training_rows_})
         mlflow.log_figure(
-            plots.forecast_figure(history, holdout, baseline), "forecast_vs_actual.png"
-        )
-        mlflow.log_figure(
-            plots.importance_figure(model.feature_importance()), "feature_importance.png"
-        )
-        final = DemandForecaster(info.freq, info.country, params=model.params).fit(
-            at_origins, panel
+            plots.importance_figure(final.feature_importance()), "feature_importance.png"
         )
         registered = tracking.register(
-            final, settings.forecaster_name, _run_tags(info, fingerprint)
+            final, settings.forecaster_name, _run_tags(data.info, fingerprint)
         )
     return StepResult(
         "forecaster",
@@ -425,6 +618,108 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
         time.perf_counter() - began,
         _headline(metrics, FORECASTER_HEADLINE),
     )
+
+
+def run_backtest(
+    settings: Settings,
+    n_origins: int = BACKTEST_ORIGINS,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Backtest, pd.DataFrame, pd.DataFrame]:
+    """`omnishelf backtest`: every baseline, AutoETS included, on `n_origins` rolling origins,
+    and the restock replay; logged as one MLflow run."""
+    data = forecast_data(settings, n_origins)
+    _, fingerprint = resolution(settings)
+    with dask_client(settings) as client, mlflow.start_run(run_name="forecaster-backtest"):
+        mlflow.set_tags(
+            {**_run_tags(data.info, fingerprint), "model_family": "forecaster", "kind": "backtest"}
+        )
+        result, simulation, trade_off = forecast_backtest(
+            data, ALL_STAT_MODELS, progress=progress, client=client
+        )
+        log_forecaster_backtest(data, result, simulation, trade_off)
+    return result, simulation, trade_off
+
+
+def read_stock_file(path: Path) -> pd.DataFrame:
+    """store_id, product_id, on_hand and optional on_order from a CSV or parquet file; errors
+    name the file and the column."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such stock file")
+    parquet = path.suffix == ".parquet"
+    try:
+        frame = pd.read_parquet(path) if parquet else pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, ValueError) as error:
+        kind = "parquet" if parquet else "CSV"
+        raise ValueError(f"{path}: not a readable {kind} file: {error}") from error
+    if frame.empty:
+        raise ValueError(f"{path}: the stock file has no rows")
+    # Where a user finds the row: CSV lines count the header; parquet rows start at 1.
+    first_row = 1 if parquet else 2
+    for column in (STORE_ID, PRODUCT_ID, "on_hand"):
+        if column not in frame:
+            raise ValueError(f"{path}: missing column {column!r}")
+    if "on_order" not in frame:
+        frame["on_order"] = 0.0
+    for column in ("on_hand", "on_order"):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if values.isna().any() or (values < 0).any():
+            row = int(np.flatnonzero(values.isna() | (values < 0))[0])
+            raise ValueError(
+                f"{path}: column {column!r} needs numbers >= 0; row {row + first_row} has "
+                f"{frame[column].iloc[row]!r}"
+            )
+        frame[column] = values.astype(float)
+    repeated = frame.duplicated([STORE_ID, PRODUCT_ID])
+    if repeated.any():
+        row = int(np.flatnonzero(repeated)[0])
+        raise ValueError(
+            f"{path}: store_id, product_id repeat on row {row + first_row}: one stock level per "
+            "store x product"
+        )
+    return frame[[STORE_ID, PRODUCT_ID, "on_hand", "on_order"]]
+
+
+def restock_orders(
+    settings: Settings,
+    date: pd.Timestamp | None = None,
+    service_level: float = SERVICE_LEVEL,
+    stock_file: Path | None = None,
+) -> tuple[pd.DataFrame, pd.Timestamp]:
+    """Order lines for every active store x product of the champion forecaster on `date` (the
+    day after the data by default): features as of that morning, stock from `stock_file`, else
+    the inventory snapshot of that day, else 0 (flagged `stock_known` False)."""
+    model, _ = tracking.load_champion(settings.forecaster_name)
+    date = pd.Timestamp(date) if date is not None else model.next_origin_
+    tables = load_tables(settings.tables_dir, ["products", "stores", "promotions", "inventory"])
+    keys = model.series_.to_frame(index=False)
+    at = historical_features(
+        open_store(settings), "demand_v1", keys.assign(**{EVENT_TIMESTAMP: date})
+    )
+    if stock_file is not None:
+        stock = read_stock_file(stock_file)
+    elif "inventory" in tables:
+        snapshot = tables["inventory"]
+        stock = snapshot.loc[snapshot[DATE] == date, [STORE_ID, PRODUCT_ID, "on_hand"]]
+    else:
+        stock = pd.DataFrame({STORE_ID: [], PRODUCT_ID: [], "on_hand": []}, dtype=float)
+    at = at.merge(stock, on=[STORE_ID, PRODUCT_ID], how="left")
+    at["stock_known"] = at["on_hand"].notna()
+    at["on_hand"] = at["on_hand"].fillna(0.0)
+    at["on_order"] = at["on_order"].fillna(0.0) if "on_order" in at else 0.0
+    at["lead_time_days"] = _lead_times(tables, keys)
+    # Catalogues saved before packs were part of the contract order single units.
+    products = tables["products"].set_index(PRODUCT_ID)
+    for column, default in (("pack_size", 1), ("min_order_qty", 0)):
+        known = products[column] if column in products else pd.Series(dtype=float)
+        at[column] = known.reindex(at[PRODUCT_ID]).fillna(default).to_numpy()
+    orders = plan_orders(model, at, service_level, tables.get("promotions"))
+    orders["stock_known"] = at["stock_known"].to_numpy()
+    orders.insert(0, "order_date", date.date())
+    return orders, date
+
+
+def write_orders(orders: pd.DataFrame, path: Path) -> None:
+    write_atomically(path, lambda partial: orders.to_csv(partial, index=False))
 
 
 def active_before(

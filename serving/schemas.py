@@ -99,15 +99,51 @@ ProductIds = Annotated[
 ]
 
 
+PROMO_TYPES = ("display", "mailer", "display_mailer", "price_cut")
+
+
+class PlannedPromotion(BaseModel):
+    """A promotion the caller plans: the forecast answers with and without it."""
+
+    product_ids: ProductIds = Field(..., description="promoted products (of the request's)")
+    start_date: date
+    end_date: date = Field(..., description="last day of the promotion (inclusive)")
+    promo_type: Literal[PROMO_TYPES]
+    price: float | None = Field(None, gt=0, allow_inf_nan=False, description="promoted price")
+
+    @model_validator(mode="after")
+    def _ends_after_it_starts(self) -> PlannedPromotion:
+        if self.end_date < self.start_date:
+            raise ValueError("end_date must not be before start_date")
+        return self
+
+
 class ForecastRequest(BaseModel):
     store_id: int = Field(..., ge=0, le=MAX_ID)
     product_ids: ProductIds
     horizon_days: int = Field(28, ge=1, le=28, description="days ahead, at most 28")
+    promotion: PlannedPromotion | None = Field(
+        None, description="what-if: forecast with this promotion and without it"
+    )
+
+    @model_validator(mode="after")
+    def _promotes_requested_products(self) -> ForecastRequest:
+        if self.promotion is not None:
+            others = sorted(set(self.promotion.product_ids) - set(self.product_ids))
+            if others:
+                raise ValueError(f"promotion.product_ids {others[:10]} are not in product_ids")
+        return self
 
 
 class ForecastPeriod(BaseModel):
     period_start: date
-    units: float
+    units: float = Field(..., description="expected units (the mean)")
+    p10: float
+    p50: float
+    p90: float
+    units_without_promotion: float | None = Field(
+        None, description="what-if only: expected units without the planned promotion"
+    )
 
 
 class ProductForecast(BaseModel):
@@ -126,29 +162,44 @@ class ForecastResponse(BaseModel):
     model_version: str
 
 
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 class RestockRequest(BaseModel):
     store_id: int = Field(..., ge=0, le=MAX_ID)
     product_ids: ProductIds
-    on_hand: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+    on_hand: list[NonNegative] = Field(
         ..., description="units on hand, one per product, not negative"
     )
+    on_order: list[NonNegative] | None = Field(
+        None, description="units ordered and not yet delivered, one per product (default 0)"
+    )
+    pack_size: list[Annotated[int, Field(ge=1, le=10_000)]] | None = Field(
+        None, description="units per supplier pack, one per product (default 1)"
+    )
+    min_order_qty: list[Annotated[int, Field(ge=0, le=1_000_000)]] | None = Field(
+        None, description="supplier minimum order in units, one per product (default 0)"
+    )
     lead_time_days: int = Field(2, ge=0, le=21)
-    service_level: float = Field(0.95, ge=0.5, le=0.999)
+    service_level: float = Field(0.95, gt=0.5, le=0.999)
 
     @model_validator(mode="after")
-    def _one_stock_level_per_product(self) -> RestockRequest:
-        if len(self.on_hand) != len(self.product_ids):
-            raise ValueError(
-                f"on_hand has {len(self.on_hand)} values for {len(self.product_ids)} product_ids"
-            )
+    def _one_value_per_product(self) -> RestockRequest:
+        for name in ("on_hand", "on_order", "pack_size", "min_order_qty"):
+            values = getattr(self, name)
+            if values is not None and len(values) != len(self.product_ids):
+                raise ValueError(
+                    f"{name} has {len(values)} values for {len(self.product_ids)} product_ids"
+                )
         return self
 
 
 class RestockLine(BaseModel):
     product_id: int
     on_hand: float
-    expected_demand: float
-    order_up_to: float
+    on_order: float
+    expected_demand: float = Field(..., description="units expected over lead time + review")
+    order_up_to: float = Field(..., description="S: the service-level quantile of that demand")
     order_quantity: int
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from datetime import timedelta
 
 import bentoml
 from starlette.exceptions import HTTPException
@@ -39,8 +40,9 @@ with bentoml.importing():
     from features.identity import IDENTITY_KEY
     from features.settings import Settings
     from training import tracking
+    from training.forecaster import FORECAST
     from training.recommender import cycle_reason
-    from training.restock import order_quantities
+    from training.restock import plan_orders
 
 log = logging.getLogger(__name__)
 # Views whose newest stamp is "now" on the data clock (identities are stamped when resolved).
@@ -238,9 +240,9 @@ class Omnishelf:
 
     def _forecast(
         self, store_id: int, product_ids: list[int], service: str
-    ) -> tuple[pd.DataFrame, pd.DataFrame] | JSONResponse:
-        """The online features of `service` and the forecast rows for the products, or an error
-        answer (404 naming unknown ids, 503 when the feature store fails)."""
+    ) -> pd.DataFrame | JSONResponse:
+        """The online features of `service` as of the served origin, or an error answer (404
+        naming unknown ids, 503 when the feature store fails)."""
         known = self.forecaster.series_
         if store_id not in known.get_level_values(0):
             return not_found("store_id", f"store_id {store_id} has no forecast series")
@@ -256,28 +258,68 @@ class Omnishelf:
         if isinstance(features, JSONResponse):
             return features
         features[EVENT_TIMESTAMP] = self.forecaster.next_origin_
-        predicted = self.forecaster.predict(
-            features[[STORE_ID, PRODUCT_ID, EVENT_TIMESTAMP, *self.forecaster.input_names_]]
-        )
-        return features, predicted
+        return features
+
+    def _inputs(self, features: pd.DataFrame) -> pd.DataFrame:
+        return features[[STORE_ID, PRODUCT_ID, EVENT_TIMESTAMP, *self.forecaster.input_names_]]
 
     @bentoml.api(route="/forecast", input_spec=ForecastRequest)
     def forecast(self, **request) -> ForecastResponse:
-        """Units each product will sell at the store, per period, over the coming days."""
+        """Units each product will sell at the store per period (mean, P10, P50, P90) over the
+        coming days; with `promotion`, also the forecast without it (what-if)."""
         body = ForecastRequest(**request)
         if unavailable := self._unavailable(self.forecaster, "forecaster"):
             return unavailable
-        answer = self._forecast(body.store_id, body.product_ids, "demand_v1")
-        if isinstance(answer, JSONResponse):
-            return answer
-        features, predicted = answer
+        features = self._forecast(body.store_id, body.product_ids, "demand_v1")
+        if isinstance(features, JSONResponse):
+            return features
+        planned = self.forecaster.planned_promotions_
         periods = math.ceil(body.horizon_days / PERIOD_DAYS[self.forecaster.freq])
+        first = self.forecaster.next_origin_.date()
+        last = first + timedelta(days=periods * PERIOD_DAYS[self.forecaster.freq] - 1)
+        promotion = body.promotion
+        if promotion is not None and (promotion.end_date < first or promotion.start_date > last):
+            return JSONResponse(
+                {
+                    "error": f"promotion {promotion.start_date}..{promotion.end_date} does not "
+                    f"overlap the forecast {first}..{last}",
+                    "field": "promotion",
+                },
+                status_code=422,
+            )
+        predicted = self.forecaster.predict(self._inputs(features), planned)
+        if promotion is not None:
+            added = pd.DataFrame(
+                {
+                    STORE_ID: body.store_id,
+                    PRODUCT_ID: promotion.product_ids,
+                    # Only the days inside the forecast matter; clipping keeps dates in range.
+                    "start_date": pd.Timestamp(max(promotion.start_date, first)),
+                    "end_date": pd.Timestamp(min(promotion.end_date, last)),
+                    "promo_type": promotion.promo_type,
+                    "price": np.nan if promotion.price is None else promotion.price,
+                }
+            )
+            without = predicted[FORECAST].to_numpy()
+            predicted = self.forecaster.predict(
+                self._inputs(features), pd.concat([planned, added], ignore_index=True)
+            )
+            predicted["without"] = without
         predicted = predicted[predicted["step"] <= periods]
         forecasts = [
             {
                 "product_id": int(product),
                 "periods": [
-                    {"period_start": row.period.date(), "units": round(float(row.forecast), 3)}
+                    {
+                        "period_start": row.period.date(),
+                        "units": round(float(row.forecast), 3),
+                        "p10": round(float(row.p10), 3),
+                        "p50": round(float(row.p50), 3),
+                        "p90": round(float(row.p90), 3),
+                        "units_without_promotion": round(float(row.without), 3)
+                        if body.promotion is not None
+                        else None,
+                    }
                     for row in group.itertuples()
                 ],
             }
@@ -294,36 +336,35 @@ class Omnishelf:
 
     @bentoml.api(route="/restock", input_spec=RestockRequest)
     def restock(self, **request) -> RestockResponse:
-        """Order quantities: order-up-to level over lead time + a 7-day review, minus stock."""
+        """Order quantities: the service-level quantile of demand over lead time + a 7-day
+        review, minus stock on hand and on order, rounded to packs and minimum orders."""
         body = RestockRequest(**request)
         if unavailable := self._unavailable(self.forecaster, "forecaster"):
             return unavailable
-        answer = self._forecast(body.store_id, body.product_ids, "restock_v1")
-        if isinstance(answer, JSONResponse):
-            return answer
-        features, predicted = answer
-        spread = features["units_std_91d"]
-        matrix = predicted.pivot(index=PRODUCT_ID, columns="step", values="forecast").loc[
-            body.product_ids
-        ]
+        features = self._forecast(body.store_id, body.product_ids, "restock_v1")
+        if isinstance(features, JSONResponse):
+            return features
         n = len(body.product_ids)
-        result = order_quantities(
-            matrix.to_numpy(),
-            PERIOD_DAYS[self.forecaster.freq],
-            demand_std=spread.fillna(0.0).to_numpy(),
-            on_hand=np.array(body.on_hand),
-            lead_time_days=np.full(n, body.lead_time_days),
-            service_level=body.service_level,
+        at_origin = self._inputs(features).assign(
+            on_hand=body.on_hand,
+            on_order=body.on_order or [0.0] * n,
+            lead_time_days=body.lead_time_days,
+            pack_size=body.pack_size or [1] * n,
+            min_order_qty=body.min_order_qty or [0] * n,
+        )
+        planned = plan_orders(
+            self.forecaster, at_origin, body.service_level, self.forecaster.planned_promotions_
         )
         orders = [
             {
-                "product_id": product,
-                "on_hand": body.on_hand[i],
-                "expected_demand": round(float(result["expected_demand"][i]), 3),
-                "order_up_to": round(float(result["order_up_to"][i]), 3),
-                "order_quantity": int(result["order_quantity"][i]),
+                "product_id": int(row.product_id),
+                "on_hand": row.on_hand,
+                "on_order": row.on_order,
+                "expected_demand": round(float(row.expected_demand), 3),
+                "order_up_to": round(float(row.order_up_to), 3),
+                "order_quantity": int(row.order_quantity),
             }
-            for i, product in enumerate(body.product_ids)
+            for row in planned.itertuples()
         ]
         return RestockResponse(
             store_id=body.store_id,

@@ -1,9 +1,19 @@
 """Demand forecaster: one global LightGBM model over store x product series, direct multi-horizon.
 
 A training row is (series, origin, horizon step): the inputs are the `demand_v1` features as of
-the origin (a point-in-time join in training, an online read in serving) plus the horizon step and
-the calendar of the target period; the target is the units sold in that period. One model covers
-every step, so serving needs only the features as of now.
+the origin (a point-in-time join in training, an online read in serving), the horizon step, the
+calendar of the target period and the promotions planned in it; the target is the units sold in
+that period. One model covers every step, so serving needs only the features as of now.
+
+Choices that the Complete Journey backtest decided (benchmarks/forecast.py):
+- targets and unit-valued inputs are divided by the series' own level (its longest trailing mean),
+  so that one model serves slow and fast sellers alike; the tweedie objective keeps forecasts
+  non-negative and means, which is what squared-error metrics such as RMSSE reward;
+- month and week of year enter only with two years of history: seen once, they are a time index;
+- quantiles are conformal: the model is refit on the history before the last horizon, and the
+  spread of its errors there, by forecast level, gives P10/P50/P90;
+- periods whose sales were capped by a stockout (known only with inventory) are left out of the
+  loss: their sales are a lower bound of demand, not demand.
 """
 
 from __future__ import annotations
@@ -13,35 +23,93 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.contract import PRODUCT_ID, STORE_ID
-from features.engineering import EVENT_TIMESTAMP, PERIOD, PERIOD_DAYS, UNITS
+from features.contract import DATE, PRODUCT_ID, STORE_ID
+from features.engineering import EVENT_TIMESTAMP, PERIOD, PERIOD_DAYS, PROMO_KINDS, UNITS
 
 HORIZON_PERIODS = {"D": 28, "W": 4}
 ORIGIN = EVENT_TIMESTAMP  # features stamped T describe everything before T: T is the origin
 STEP = "step"
 FORECAST = "forecast"
-CALENDAR_FEATURES = ["step", "month", "week_of_year", "weekday", "holidays_in_period"]
+QUANTILES = {"p10": 0.1, "p50": 0.5, "p90": 0.9}
+CENSORED = "censored"  # panel column: the period's sales were capped by a stockout
+# The series' level: the longest trailing mean it has (early origins lack the long ones).
+LEVEL_SOURCES = ("units_mean_182d", "units_mean_91d", "units_mean_28d", "units_mean_7d")
+
+MIN_LEVEL = 0.1  # units per period, so that a series that stopped selling keeps a finite scale
+UNIT_VALUED = ("units_lag_", "units_mean_", "units_std_")
+SEASONAL_HISTORY_DAYS = 730
+PAYDAYS = (1, 15)  # days of the month: semi-monthly pay, the most common US schedule
+LEVEL_BINS = 5  # conformal errors are pooled by forecast-level quintile
 
 
-def calendar_features(targets: pd.Series, freq: str, country: str) -> pd.DataFrame:
-    """Calendar of each target period: month, week, weekday (daily) and holidays inside it."""
+def calendar_features(
+    targets: pd.Series, freq: str, country: str, event_days: pd.DatetimeIndex | None = None
+) -> pd.DataFrame:
+    """Calendar of each target period: month, week, weekday (daily), and the holidays, paydays
+    and retail events (days of the calendar table with an event) inside it."""
     starts = pd.DatetimeIndex(targets)
     unique = starts.unique()
     years = range(unique.min().year, unique.max().year + 1)
     holiday_days = pd.DatetimeIndex(sorted(holidays.country_holidays(country, years=years)))
-    span = PERIOD_DAYS[freq]
-    counts = np.searchsorted(holiday_days, unique + pd.Timedelta(days=span)) - np.searchsorted(
-        holiday_days, unique
+    span = pd.Timedelta(days=PERIOD_DAYS[freq])
+
+    def inside(days: pd.DatetimeIndex) -> np.ndarray:
+        days = days.sort_values()
+        per_start = np.searchsorted(days, unique + span) - np.searchsorted(days, unique)
+        return pd.Series(per_start, index=unique).reindex(starts).to_numpy()
+
+    paydays = pd.DatetimeIndex(
+        [
+            pd.Timestamp(year, month, day)
+            for year in range(years.start, years.stop + 1)
+            for month in range(1, 13)
+            for day in PAYDAYS
+        ]
     )
-    per_start = pd.Series(counts, index=unique)
     return pd.DataFrame(
         {
             "month": starts.month,
             "week_of_year": starts.isocalendar().week.to_numpy().astype(int),
             "weekday": starts.weekday if freq == "D" else 0,
-            "holidays_in_period": per_start.reindex(starts).to_numpy(),
+            "holidays_in_period": inside(holiday_days),
+            "paydays_in_period": inside(paydays),
+            "events_in_period": inside(pd.DatetimeIndex([] if event_days is None else event_days)),
         }
     )
+
+
+def planned_promotions(
+    rows: pd.DataFrame, promotions: pd.DataFrame | None, freq: str
+) -> pd.DataFrame:
+    """Share of each row's target period under a promotion, in all and by kind, and the promoted
+    price. Promotions are planned ahead, so the target period's own are known at the origin.
+
+    Args:
+        rows: store_id, product_id, period (start of the target period).
+        promotions: the canonical promotions table (end date inclusive), or None.
+    """
+    names = ["promo_share", *(f"{kind}_share" for kind in PROMO_KINDS), "promo_price"]
+    out = pd.DataFrame(0.0, index=rows.index, columns=names)
+    out["promo_price"] = np.nan
+    if promotions is None or promotions.empty:
+        return out
+    days = PERIOD_DAYS[freq]
+    keyed = rows[[STORE_ID, PRODUCT_ID, PERIOD]].reset_index(names="row")
+    pairs = keyed.merge(promotions, on=[STORE_ID, PRODUCT_ID])
+    period_end = pairs[PERIOD] + pd.Timedelta(days=days)
+    first = np.maximum(pairs["start_date"].to_numpy(), pairs[PERIOD].to_numpy())
+    last = np.minimum((pairs["end_date"] + pd.Timedelta(days=1)).to_numpy(), period_end.to_numpy())
+    overlap = np.clip((last - first) / np.timedelta64(1, "D"), 0, None) / days
+    pairs = pairs.assign(overlap=overlap)[overlap > 0]
+    grouped = pairs.groupby("row")
+    # Overlapping promotions of one series count a day once: shares are capped at 1.
+    out.loc[grouped.size().index, "promo_share"] = grouped["overlap"].sum().clip(upper=1.0)
+    for kind, types in PROMO_KINDS.items():
+        of_kind = pairs[pairs["promo_type"].isin(types)].groupby("row")["overlap"].sum()
+        out.loc[of_kind.index, f"{kind}_share"] = of_kind.clip(upper=1.0)
+    if "price" in pairs:
+        out.loc[grouped.size().index, "promo_price"] = grouped["price"].min()
+    return out
 
 
 def expand_steps(at_origin: pd.DataFrame, freq: str, horizon: int) -> pd.DataFrame:
@@ -54,8 +122,18 @@ def expand_steps(at_origin: pd.DataFrame, freq: str, horizon: int) -> pd.DataFra
     return expanded
 
 
+def series_level(at_origin: pd.DataFrame) -> np.ndarray:
+    """Units per period the series usually sells: its longest available trailing mean."""
+    level = pd.Series(np.nan, index=at_origin.index)
+    for column in LEVEL_SOURCES:
+        if column in at_origin:
+            level = level.fillna(at_origin[column])
+    return np.maximum(level.fillna(MIN_LEVEL).to_numpy(dtype="float64"), MIN_LEVEL)
+
+
 class DemandForecaster:
-    """Tweedie LightGBM over Feast features as of the origin plus the target period's calendar."""
+    """Tweedie LightGBM on level-scaled features as of the origin, the target period's calendar
+    and its planned promotions; conformal P10/P50/P90."""
 
     def __init__(
         self,
@@ -71,9 +149,10 @@ class DemandForecaster:
         self.params = {
             "objective": "tweedie",
             "tweedie_variance_power": 1.2,
-            "learning_rate": 0.05,
-            "num_leaves": 31,
-            "min_data_in_leaf": 50,
+            "learning_rate": 0.03,
+            "num_leaves": 15,
+            "min_data_in_leaf": 100,
+            "lambda_l2": 1.0,
             "feature_fraction": 0.8,
             "bagging_fraction": 0.8,
             "bagging_freq": 1,
@@ -83,41 +162,183 @@ class DemandForecaster:
             **(params or {}),
         }
 
-    def _design(self, at_origin: pd.DataFrame) -> pd.DataFrame:
+    # ---- design ------------------------------------------------------------------------------
+
+    def _design(self, at_origin: pd.DataFrame, promotions: pd.DataFrame | None) -> pd.DataFrame:
         rows = expand_steps(at_origin, self.freq, self.horizon)
-        calendar = calendar_features(rows[PERIOD], self.freq, self.country)
+        level = series_level(rows)
+        for column in self.input_names_:
+            if column.startswith(UNIT_VALUED):
+                rows[column] = rows[column] / level
+        rows["level"] = level
+        calendar = calendar_features(rows[PERIOD], self.freq, self.country, self.event_days_)
         rows[calendar.columns] = calendar.to_numpy()
+        planned = planned_promotions(rows, promotions, self.freq)
+        rows[planned.columns] = planned.to_numpy()
+        if "price_last" in rows:
+            rows["promo_price_ratio"] = rows["promo_price"] / rows["price_last"]
         return rows
 
-    def fit(self, at_origin: pd.DataFrame, panel: pd.DataFrame) -> DemandForecaster:
-        """Fit on every origin x step whose target period is in `panel`.
+    def _matrix(self, rows: pd.DataFrame) -> pd.DataFrame:
+        return rows.reindex(columns=self.feature_names_).astype("float32")
+
+    def _targets(
+        self, at_origin: pd.DataFrame, panel: pd.DataFrame, promotions: pd.DataFrame | None
+    ) -> pd.DataFrame:
+        """Design rows joined to the units they forecast; censored periods are left out."""
+        target = panel[[STORE_ID, PRODUCT_ID, PERIOD, UNITS]]
+        if CENSORED in panel:
+            target = target[~panel[CENSORED].to_numpy(dtype=bool)]
+        rows = self._design(at_origin, promotions).merge(target, on=[STORE_ID, PRODUCT_ID, PERIOD])
+        return rows[[ORIGIN, PERIOD, UNITS, *self.feature_names_]]
+
+    def _training_rows(self, at_origin, panel, promotions, client):
+        """The training rows: built here, or on the Dask cluster of `client` as a distributed
+        frame, one task per block of origins, with the panel and promotions sent once."""
+        if client is None:
+            return self._targets(at_origin, panel, promotions)
+        import dask.dataframe as dd
+
+        origins = np.sort(at_origin[ORIGIN].unique())
+        n_tasks = min(len(origins), 4 * max(1, len(client.scheduler_info()["workers"])))
+        blocks = [
+            at_origin[at_origin[ORIGIN].isin(part)] for part in np.array_split(origins, n_tasks)
+        ]
+        shared_panel = client.scatter(panel, broadcast=True)
+        shared_promotions = (
+            None if promotions is None else client.scatter(promotions, broadcast=True)
+        )
+        parts = client.map(self._targets, blocks, panel=shared_panel, promotions=shared_promotions)
+        return dd.from_delayed(parts, meta=parts[0].result().iloc[:0], verify_meta=False)
+
+    def _train(self, rows, client=None) -> lgb.Booster:
+        label = rows[UNITS] / rows["level"]
+        if client is None:
+            data = lgb.Dataset(self._matrix(rows), label=label.to_numpy())
+            return lgb.train(self.params, data, num_boost_round=self.num_boost_round)
+        # lightgbm.dask refuses empty partitions, which a filter on dates leaves behind.
+        lengths = rows.map_partitions(len).compute()
+        rows = rows.partitions[[i for i, n in enumerate(lengths) if n > 0]]
+        label = rows[UNITS] / rows["level"]
+        # Each worker trains on its partitions; threads are the workers' own.
+        params = {k: v for k, v in self.params.items() if k != "num_threads"}
+        model = lgb.DaskLGBMRegressor(client=client, n_estimators=self.num_boost_round, **params)
+        model.fit(rows[self.feature_names_].astype("float32"), label)
+        return model.to_local().booster_
+
+    # ---- fit / predict -----------------------------------------------------------------------
+
+    def fit(
+        self,
+        at_origin: pd.DataFrame,
+        panel: pd.DataFrame,
+        promotions: pd.DataFrame | None = None,
+        calendar: pd.DataFrame | None = None,
+        client=None,
+    ) -> DemandForecaster:
+        """Fit on every origin x step whose target period is in `panel`, then calibrate the
+        quantiles on the last horizon of the panel with a model that did not see it.
 
         Args:
             at_origin: store_id, product_id, event_timestamp (the origin) and the demand features.
-            panel: store_id, product_id, period, units: the actual sales the steps are scored on.
+            panel: store_id, product_id, period, units (and `censored` where inventory is known):
+                the actual sales the steps are scored on.
+            promotions: the canonical promotions table: planned promotions of target periods.
+            calendar: the canonical calendar table; its `event` days feed `events_in_period`.
+            client: a `distributed.Client`: training rows are built and LightGBM trained on its
+                cluster (`lightgbm.dask`); None trains in this process.
         """
         self.input_names_ = [
             c for c in at_origin.columns if c not in (STORE_ID, PRODUCT_ID, ORIGIN)
         ]
-        self.feature_names_ = self.input_names_ + CALENDAR_FEATURES
-        rows = self._design(at_origin).merge(
-            panel[[STORE_ID, PRODUCT_ID, PERIOD, UNITS]], on=[STORE_ID, PRODUCT_ID, PERIOD]
+        self.event_days_ = (
+            None
+            if calendar is None or "event" not in calendar
+            else pd.DatetimeIndex(calendar.loc[calendar["event"] != "", DATE])
         )
-        if rows.empty:
+        span = (panel[PERIOD].max() - panel[PERIOD].min()).days if len(panel) else 0
+        seasonal = ["month", "week_of_year"] if span >= SEASONAL_HISTORY_DAYS else []
+        calendar_names = [
+            STEP,
+            "weekday",
+            "holidays_in_period",
+            "paydays_in_period",
+            "events_in_period",
+            *seasonal,
+        ]
+        promo_names = ["promo_share", *(f"{kind}_share" for kind in PROMO_KINDS)]
+        if "price_last" in at_origin:
+            promo_names.append("promo_price_ratio")
+        self.feature_names_ = [*self.input_names_, "level", *calendar_names, *promo_names]
+        if panel.empty or at_origin.empty:
             raise ValueError("no training rows: no origin has a target period inside the panel")
-        data = lgb.Dataset(rows[self.feature_names_].astype("float32"), label=rows[UNITS])
-        self.booster_ = lgb.train(self.params, data, num_boost_round=self.num_boost_round)
+        rows = self._training_rows(at_origin, panel, promotions, client)
         self.training_rows_ = len(rows)
+        if self.training_rows_ == 0:
+            raise ValueError("no training rows: no origin has a target period inside the panel")
+        last_period = panel[PERIOD].max()
+        self.residual_bins_, self.residual_quantiles_ = self._calibrate(
+            rows, at_origin[ORIGIN], last_period, client
+        )
+        self.booster_ = self._train(rows, client)
         self.series_ = pd.MultiIndex.from_frame(at_origin[[STORE_ID, PRODUCT_ID]].drop_duplicates())
         # Served forecasts start where the last period of the training data ends.
-        self.next_origin_ = panel[PERIOD].max() + pd.Timedelta(days=PERIOD_DAYS[self.freq])
+        self.next_origin_ = last_period + pd.Timedelta(days=PERIOD_DAYS[self.freq])
+        # Promotions already planned for the served horizon travel with the model.
+        self.planned_promotions_ = (
+            None
+            if promotions is None
+            else promotions[promotions["end_date"] >= self.next_origin_].reset_index(drop=True)
+        )
         return self
 
-    def predict(self, at_origin: pd.DataFrame) -> pd.DataFrame:
-        """Every step of every series: store_id, product_id, origin, step, period, forecast."""
-        rows = self._design(at_origin)
-        rows[FORECAST] = self.booster_.predict(rows[self.feature_names_].astype("float32"))
-        return rows[[STORE_ID, PRODUCT_ID, ORIGIN, STEP, PERIOD, FORECAST]]
+    def _calibrate(
+        self, rows, origins: pd.Series, last_period: pd.Timestamp, client
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Conformal error quantiles from the last origin whose whole horizon is in the data,
+        forecast by a model fit on the rows whose targets precede that origin.
+
+        Errors are variance-stabilised, (actual - forecast) / sqrt(forecast + 0.5), and pooled by
+        forecast-level quintile: a slow seller's spread is not a fast seller's.
+        """
+        origins = pd.DatetimeIndex(np.sort(origins.unique()))
+        span = pd.Timedelta(days=PERIOD_DAYS[self.freq])
+        complete = origins[origins + self.horizon * span <= last_period + span]
+        holdout_origin = complete[-1] if len(complete) else origins[-1]
+        if origins[0] >= holdout_origin:
+            raise ValueError("too little history to calibrate the quantiles: need two horizons")
+        booster = self._train(rows[rows[PERIOD] < holdout_origin], client)
+        held = rows[rows[ORIGIN] == holdout_origin]
+        if client is not None:
+            held = held.compute()
+        forecast = booster.predict(self._matrix(held)) * held["level"].to_numpy()
+        error = (held[UNITS].to_numpy() - forecast) / np.sqrt(forecast + 0.5)
+        edges = np.quantile(forecast, np.linspace(0, 1, LEVEL_BINS + 1)[1:-1])
+        band = np.searchsorted(edges, forecast)
+        table = np.array(
+            [
+                np.quantile(error[band == b], list(QUANTILES.values()))
+                if (band == b).any()
+                else np.quantile(error, list(QUANTILES.values()))
+                for b in range(LEVEL_BINS)
+            ]
+        )
+        return edges, table
+
+    def predict(
+        self, at_origin: pd.DataFrame, promotions: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
+        """Every step of every series: store_id, product_id, origin, step, period, forecast (the
+        mean), p10, p50, p90."""
+        rows = self._design(at_origin, promotions)
+        rows[FORECAST] = self.booster_.predict(self._matrix(rows)) * rows["level"].to_numpy()
+        band = np.searchsorted(self.residual_bins_, rows[FORECAST].to_numpy())
+        spread = np.sqrt(rows[FORECAST].to_numpy() + 0.5)
+        for i, name in enumerate(QUANTILES):
+            rows[name] = np.maximum(
+                rows[FORECAST].to_numpy() + self.residual_quantiles_[band, i] * spread, 0.0
+            )
+        return rows[[STORE_ID, PRODUCT_ID, ORIGIN, STEP, PERIOD, FORECAST, *QUANTILES]]
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         return self.predict(frame)
@@ -125,23 +346,3 @@ class DemandForecaster:
     def feature_importance(self) -> pd.Series:
         gain = self.booster_.feature_importance(importance_type="gain")
         return pd.Series(gain, index=self.feature_names_).sort_values(ascending=False)
-
-
-def seasonal_naive(
-    panel: pd.DataFrame, origin: pd.Timestamp, freq: str, horizon: int
-) -> pd.DataFrame:
-    """Same weekday last week for daily data; last week's units for weekly data (a year of history
-    is too short for a yearly season)."""
-    season = 7 if freq == "D" else 1
-    history = panel[panel[PERIOD] < origin]
-    last = history[history[PERIOD] >= origin - pd.Timedelta(days=season * PERIOD_DAYS[freq])]
-    steps = []
-    for step in range(1, horizon + 1):
-        offset = (step - 1) % season
-        source = origin - pd.Timedelta(days=(season - offset) * PERIOD_DAYS[freq])
-        target = origin + pd.Timedelta(days=(step - 1) * PERIOD_DAYS[freq])
-        values = last[last[PERIOD] == source][[STORE_ID, PRODUCT_ID, UNITS]]
-        steps.append(
-            values.assign(**{STEP: step, PERIOD: target}).rename(columns={UNITS: FORECAST})
-        )
-    return pd.concat(steps, ignore_index=True)

@@ -70,3 +70,54 @@ def bias(actual: np.ndarray, forecast: np.ndarray) -> float:
     """Over (+) or under (-) forecasting as a share of actual volume."""
     actual, forecast = np.asarray(actual, float), np.asarray(forecast, float)
     return float((forecast - actual).sum() / np.abs(actual).sum())
+
+
+def rmsse(actual: np.ndarray, forecast: np.ndarray, history: np.ndarray) -> np.ndarray:
+    """Root mean squared scaled error per series (rows), as in the M5 competition.
+
+    sqrt(mean_h (actual - forecast)^2 / mean_t (history_t - history_{t-1})^2): the forecast's
+    squared error relative to that of a naive one-step forecast in the series' own history.
+    A series whose history never changes has no scale; it gets NaN rather than an infinite or
+    arbitrary score, so callers can leave it out.
+    """
+    actual, forecast = np.atleast_2d(actual).astype(float), np.atleast_2d(forecast).astype(float)
+    history = np.atleast_2d(history).astype(float)
+    if history.shape[1] < 2:
+        raise ValueError(
+            f"RMSSE needs at least 2 periods of history per series, got {history.shape[1]}"
+        )
+    scale = (np.diff(history, axis=1) ** 2).mean(axis=1)
+    error = ((actual - forecast) ** 2).mean(axis=1)
+    ratio = np.divide(error, scale, out=np.full_like(error, np.nan), where=scale > 0)
+    return np.sqrt(ratio)
+
+
+def wrmsse(
+    actual: np.ndarray, forecast: np.ndarray, history: np.ndarray, weights: np.ndarray
+) -> float:
+    """Weighted RMSSE: sum_i w_i * rmsse_i / sum_i w_i over series with a finite RMSSE.
+
+    The weights (in M5, each series' sales value over the last 28 days of history) are
+    renormalised over the scored series, so a series without a scale does not shrink the total.
+    """
+    scores = rmsse(actual, forecast, history)
+    scored = np.isfinite(scores)
+    weights = np.asarray(weights, float)[scored]
+    if weights.sum() <= 0:
+        raise ValueError("WRMSSE is undefined when no series with a scale has a positive weight")
+    return float((weights * scores[scored]).sum() / weights.sum())
+
+
+def pinball_loss(actual: np.ndarray, predicted: np.ndarray, quantile: float) -> float:
+    """Mean of max(q * (actual - predicted), (q - 1) * (actual - predicted)) at quantile q."""
+    error = np.asarray(actual, float) - np.asarray(predicted, float)
+    return float(np.maximum(quantile * error, (quantile - 1) * error).mean())
+
+
+def coverage(actual: np.ndarray, upper: np.ndarray, lower: np.ndarray | None = None) -> float:
+    """Share of actuals at or below `upper` (and at or above `lower` when given)."""
+    actual = np.asarray(actual, float)
+    inside = actual <= np.asarray(upper, float)
+    if lower is not None:
+        inside &= actual >= np.asarray(lower, float)
+    return float(inside.mean())

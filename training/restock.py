@@ -1,56 +1,258 @@
-"""Order quantities from forecasts: periodic review, order-up-to level.
+"""Order quantities from quantile forecasts: periodic review, order-up-to level ((R, S) policy).
 
-order = max(0, S - on_hand - on_order), where S covers the demand expected over the lead time plus
-the review period, with a safety stock for the service level (normal approximation of the
-forecast error over that cover, taken from the series' recent spread of demand).
+Every `review_days` the store orders up to S, the service-level quantile of demand over the cover
+(supplier lead time + review period), since an order placed now has to last until the next order
+arrives. order = max(0, S - on_hand - on_order), rounded up to whole packs and to the supplier's
+minimum order quantity. Everything is vectorised over series.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm
+import pandas as pd
+from scipy.stats import gamma, norm
+
+from features.contract import PRODUCT_ID, STORE_ID
+from features.engineering import PERIOD_DAYS
+from training.forecaster import FORECAST, STEP, DemandForecaster
 
 REVIEW_DAYS = 7
+DISTRIBUTIONS = ("gamma", "normal")
+
+# p90 - p10 of a normal distribution spans 2 * 1.2816 standard deviations.
+P10_P90_WIDTH_IN_STDS = 2 * norm.ppf(0.9)
+# Orders are whole units; float sums such as 0.1 + 0.2 must not cost an extra pack.
+ROUNDING_TOLERANCE = 1e-9
+
+
+def per_series(value: float | np.ndarray, n_series: int, name: str) -> np.ndarray:
+    """A scalar or (n_series,) argument as a float (n_series,) array; anything else is refused."""
+    array = np.asarray(value, dtype=float)
+    if array.ndim == 0:
+        return np.full(n_series, float(array))
+    if array.shape != (n_series,):
+        raise ValueError(f"{name} has shape {array.shape}; expected a scalar or ({n_series},)")
+    return array
+
+
+def daily_profile(values: np.ndarray, period_days: int) -> np.ndarray:
+    """Split each period evenly over its days: (n, periods) -> (n, periods * period_days)."""
+    return np.repeat(np.asarray(values, dtype=float) / period_days, period_days, axis=1)
+
+
+def cover_distribution(
+    mean: np.ndarray,
+    p10: np.ndarray,
+    p90: np.ndarray,
+    period_days: int,
+    cover_days: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the demand over each series' first `cover_days` days.
+
+    A period's spread is read off its quantiles as if normal, sigma = (p90 - p10) / (2 * 1.2816).
+    Its variance is shared evenly by its days, and days are taken as independent, so a cover that
+    ends inside a period takes that period's variance day by day.
+
+    Args:
+        mean, p10, p90: (n, periods) forecasts, units per period, from the forecast origin on.
+        period_days: length of a period in days (1 for daily, 7 for weekly forecasts).
+        cover_days: (n,) whole days to cover, 1 up to the horizon (periods * period_days).
+
+    Returns:
+        (mean_cover, std_cover), each (n,).
+    """
+    mean, p10, p90 = (np.atleast_2d(np.asarray(a, dtype=float)) for a in (mean, p10, p90))
+    if not mean.shape == p10.shape == p90.shape:
+        raise ValueError(
+            f"mean, p10 and p90 must have the same (series, periods) shape; "
+            f"got {mean.shape}, {p10.shape}, {p90.shape}"
+        )
+    crossed = np.argwhere(p90 < p10)
+    if crossed.size:
+        series, period = crossed[0]
+        raise ValueError(
+            f"p90 is below p10 in {len(crossed)} forecast(s), first at series {series}, "
+            f"period {period}; sort the quantile forecasts before ordering"
+        )
+    n_series, n_periods = mean.shape
+    horizon = n_periods * period_days
+    cover_days = per_series(cover_days, n_series, "cover_days")
+    if (cover_days != np.floor(cover_days)).any() or (cover_days < 1).any():
+        raise ValueError(f"cover_days must be whole days >= 1; got {cover_days.min()}")
+    if (cover_days > horizon).any():
+        raise ValueError(
+            f"cover of {cover_days.max():.0f} days (lead time + review) exceeds the forecast "
+            f"horizon of {horizon} days; forecast further ahead or shorten the lead time"
+        )
+    covered = np.arange(horizon) < cover_days[:, None]
+    sigma = (p90 - p10) / P10_P90_WIDTH_IN_STDS
+    mean_cover = (daily_profile(mean, period_days) * covered).sum(axis=1)
+    var_cover = (daily_profile(sigma**2, period_days) * covered).sum(axis=1)
+    return mean_cover, np.sqrt(var_cover)
+
+
+def order_up_to_level(
+    mean_cover: np.ndarray,
+    std_cover: np.ndarray,
+    service_level: float,
+    distribution: str = "gamma",
+) -> np.ndarray:
+    """S: the `service_level` quantile of demand over the cover.
+
+    Gamma is the default because low-volume retail demand is skewed and never negative, where a
+    normal with the same spread puts stock against negative demand and too little in the tail. The
+    gamma has the cover's mean and variance; with no variance S is the mean, and a mean at or below
+    zero (a regression forecast can dip under it) gives S = 0.
+
+    Args:
+        mean_cover, std_cover: (n,) demand over the cover, as from `cover_distribution`.
+        service_level: target chance of not running out before the next delivery, in (0.5, 0.999].
+        distribution: "gamma" or "normal" (mean + z * std, floored at 0).
+    """
+    if not 0.5 < service_level <= 0.999:
+        raise ValueError(f"service_level must be in (0.5, 0.999]; got {service_level}")
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {DISTRIBUTIONS}; got {distribution!r}")
+    mean = np.asarray(mean_cover, dtype=float)
+    std = np.asarray(std_cover, dtype=float)
+    if distribution == "normal":
+        return np.maximum(mean + norm.ppf(service_level) * std, 0.0)
+    var = std**2
+    skewed = (mean > 0) & (var > 0)
+    shape = np.divide(mean**2, var, out=np.ones_like(mean), where=skewed)
+    scale = np.divide(var, mean, out=np.ones_like(mean), where=skewed)
+    return np.where(skewed, gamma.ppf(service_level, shape, scale=scale), np.maximum(mean, 0.0))
+
+
+def round_to_packs(
+    raw: np.ndarray,
+    pack_size: float | np.ndarray | None = None,
+    min_order_qty: float | np.ndarray | None = None,
+) -> np.ndarray:
+    """Round order quantities up to whole packs, and any positive order up to the minimum.
+
+    An order of 0 stays 0: the minimum applies only to orders that are placed.
+
+    Args:
+        raw: (n,) units wanted, >= 0.
+        pack_size: units per pack, scalar or (n,), >= 1; default 1.
+        min_order_qty: supplier's minimum units per order, scalar or (n,), >= 0; default 0.
+    """
+    raw = np.asarray(raw, dtype=float)
+    packs = per_series(1.0 if pack_size is None else pack_size, len(raw), "pack_size")
+    minimum = per_series(0.0 if min_order_qty is None else min_order_qty, len(raw), "min_order_qty")
+    if (packs < 1).any():
+        raise ValueError(f"pack_size must be >= 1; got {packs.min()}")
+    if (minimum < 0).any():
+        raise ValueError(f"min_order_qty must be >= 0; got {minimum.min()}")
+    order = np.ceil(raw / packs - ROUNDING_TOLERANCE) * packs
+    minimum_in_packs = np.ceil(minimum / packs - ROUNDING_TOLERANCE) * packs
+    return np.where(order > 0, np.maximum(order, minimum_in_packs), 0.0)
 
 
 def order_quantities(
-    forecast: np.ndarray,
+    mean: np.ndarray,
+    p10: np.ndarray,
+    p90: np.ndarray,
     period_days: int,
-    demand_std: np.ndarray,
     on_hand: np.ndarray,
     lead_time_days: np.ndarray,
     service_level: float,
     on_order: np.ndarray | None = None,
     review_days: int = REVIEW_DAYS,
+    pack_size: np.ndarray | None = None,
+    min_order_qty: np.ndarray | None = None,
+    distribution: str = "gamma",
 ) -> dict[str, np.ndarray]:
-    """Vectorised over series.
+    """What to order now so stock lasts, at `service_level`, until the next order arrives.
 
     Args:
-        forecast: (n_series, n_periods) units per period from the forecast origin on.
+        mean, p10, p90: (n, periods) forecasts, units per period, from the forecast origin on.
         period_days: length of a period in days (1 or 7).
-        demand_std: (n_series,) spread of units per period.
-        on_hand, lead_time_days, on_order: (n_series,) stock, supplier lead time, open orders.
-        service_level: target probability of not running out before the next delivery (0.5-0.999).
+        on_hand, on_order: (n,) units in the store and units ordered but not yet delivered.
+        lead_time_days: (n,) or scalar whole days from order to delivery (may differ by store).
+        service_level: target chance of not running out before the next delivery, (0.5, 0.999].
+        review_days: days between orders; the cover is lead_time_days + review_days.
+        pack_size, min_order_qty: (n,) or scalar; default 1 unit per pack and no minimum.
+        distribution: demand over the cover, "gamma" or "normal" (see `order_up_to_level`).
+
+    Returns:
+        {"expected_demand": mean demand over the cover, "order_up_to": S,
+        "order_quantity": whole units to order}, each (n,).
     """
-    forecast = np.atleast_2d(np.asarray(forecast, dtype=float))
-    n_series, n_periods = forecast.shape
-    cover_days = np.asarray(lead_time_days, dtype=int) + review_days
-    if (cover_days > n_periods * period_days).any():
-        raise ValueError(
-            f"lead time + review ({cover_days.max()} days) exceeds the forecast horizon "
-            f"({n_periods * period_days} days)"
-        )
-    daily = np.repeat(forecast / period_days, period_days, axis=1)
-    expected = np.cumsum(daily, axis=1)[np.arange(n_series), cover_days - 1]
-    safety = (
-        norm.ppf(service_level) * np.asarray(demand_std, float) * np.sqrt(cover_days / period_days)
+    n_series = np.atleast_2d(mean).shape[0]
+    on_hand = per_series(on_hand, n_series, "on_hand")
+    on_order = per_series(0.0 if on_order is None else on_order, n_series, "on_order")
+    lead_time_days = per_series(lead_time_days, n_series, "lead_time_days")
+    for name, values in (
+        ("on_hand", on_hand),
+        ("on_order", on_order),
+        ("lead_time_days", lead_time_days),
+    ):
+        if (values < 0).any():
+            raise ValueError(f"{name} must be >= 0; got {values.min()}")
+    mean_cover, std_cover = cover_distribution(
+        mean, p10, p90, period_days, lead_time_days + review_days
     )
-    order_up_to = expected + np.maximum(safety, 0.0)
-    position = np.asarray(on_hand, float) + (
-        0.0 if on_order is None else np.asarray(on_order, float)
-    )
+    order_up_to = order_up_to_level(mean_cover, std_cover, service_level, distribution)
+    raw = np.maximum(order_up_to - on_hand - on_order, 0.0)
     return {
-        "expected_demand": expected,
+        "expected_demand": mean_cover,
         "order_up_to": order_up_to,
-        "order_quantity": np.ceil(np.maximum(order_up_to - position, 0.0)),
+        "order_quantity": round_to_packs(raw, pack_size, min_order_qty),
     }
+
+
+ORDER_COLUMNS = [
+    STORE_ID,
+    PRODUCT_ID,
+    "on_hand",
+    "on_order",
+    "lead_time_days",
+    "expected_demand",
+    "order_up_to",
+    "order_quantity",
+]
+
+
+def plan_orders(
+    forecaster: DemandForecaster,
+    at_origin: pd.DataFrame,
+    service_level: float,
+    promotions: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """From features to order lines in one call: forecast every series of `at_origin`, then order.
+
+    The one path of `/restock` and `omnishelf restock`, so both give the same orders.
+
+    Args:
+        at_origin: one row per series: store_id, product_id, event_timestamp (the origin), the
+            forecaster's inputs, and on_hand, on_order, lead_time_days, pack_size, min_order_qty.
+
+    Returns:
+        ORDER_COLUMNS, one row per series in the order of `at_origin`.
+    """
+    predicted = forecaster.predict(at_origin, promotions)
+    keys = pd.MultiIndex.from_frame(at_origin[[STORE_ID, PRODUCT_ID]])
+    wide = {
+        name: predicted.pivot_table(index=[STORE_ID, PRODUCT_ID], columns=STEP, values=name)
+        .reindex(keys)
+        .to_numpy()
+        for name in (FORECAST, "p10", "p90")
+    }
+    result = order_quantities(
+        wide[FORECAST],
+        wide["p10"],
+        wide["p90"],
+        PERIOD_DAYS[forecaster.freq],
+        on_hand=at_origin["on_hand"].to_numpy(float),
+        on_order=at_origin["on_order"].to_numpy(float),
+        lead_time_days=at_origin["lead_time_days"].to_numpy(float),
+        service_level=service_level,
+        pack_size=at_origin["pack_size"].to_numpy(float),
+        min_order_qty=at_origin["min_order_qty"].to_numpy(float),
+    )
+    orders = at_origin[ORDER_COLUMNS[:5]].reset_index(drop=True)
+    for name, values in result.items():
+        orders[name] = values
+    return orders[ORDER_COLUMNS]

@@ -103,19 +103,31 @@ store_product_demand = FeatureView(
     ttl=timedelta(days=14),
     schema=_floats(
         {
-            **{f"units_lag_{lag}": f"units sold {lag} period(s) ago" for lag in (1, 2, 3, 4, 7)},
+            **{f"units_lag_{lag}": f"units sold {lag} period(s) ago" for lag in range(1, 9)},
             **{
                 f"units_mean_{w}d": f"mean units per period over the last {w} days"
-                for w in (7, 28, 91)
+                for w in (7, 28, 56, 91, 182)
             },
             **{
                 f"units_std_{w}d": f"std of units per period over the last {w} days"
-                for w in (7, 28, 91)
+                for w in (7, 28, 56, 91, 182)
             },
-            "units_nonzero_91d": "share of the last 91 days' periods with sales",
+            **{
+                f"units_nonzero_{w}d": f"share of the last {w} days' periods with sales"
+                for w in (91, 182)
+            },
+            "units_mean_all": "mean units per period since the first period of the data",
+            "units_nonzero_all": "share of periods with sales since the first period of the data",
+            "periods_since_sale": "periods since the last period with sales (1 = the last one)",
+            "product_trend": "the product's units at all stores: 28-day mean / 182-day mean",
+            "store_trend": "the store's units of all its series: 28-day mean / 182-day mean",
             "price_last": "last observed unit price",
             "promo_share_28d": "share of the last 28 days under a promotion",
             "on_promo_last": "1 if a promotion ran on the period's last day",
+            **{
+                f"{kind}_share_182d": f"share of the last 182 days with a {kind.replace('_', ' ')}"
+                for kind in ("display", "mailer", "price_cut")
+            },
             "on_hand_last": "units on hand at the start of the period's last day (inventory only)",
             "days_of_cover": "days the stock on hand lasts at the 28-day sales rate",
         }
@@ -124,7 +136,7 @@ store_product_demand = FeatureView(
     online=True,
     description="demand history of each active store x product series, per period (day or week)",
     owner=OWNER,
-    tags={"window": "1-13 periods / 7-91 days", "snapshot": "per period"},
+    tags={"window": "1-8 periods / 7-182 days", "snapshot": "per period"},
 )
 
 product_profile = FeatureView(

@@ -3,8 +3,10 @@ store, registered champions; and the real `bentoml serve` answering on a free po
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -42,6 +44,15 @@ def workspace(tmp_path_factory) -> dict:
         "forecaster": steps.train_forecaster(settings),
     }
     return {"settings": settings, "tables": tables, "results": results}
+
+
+def run_cli(settings, *arguments: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The installed `omnishelf` command on the workspace of `settings`."""
+    env = {**os.environ, "OMNISHELF_HOME": str(settings.home), "COLUMNS": "200"}
+    omnishelf = Path(sys.executable).parent / "omnishelf"
+    return subprocess.run(
+        [str(omnishelf), *arguments], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def start_server(home: Path, port: int) -> subprocess.Popen:

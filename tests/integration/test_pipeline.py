@@ -1,17 +1,15 @@
 """The pipeline on small synthetic data: figures on a time holdout, registry, idempotent reruns."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
 from features.dataset import load_info
 from features.identity import resolved_tables
 from pipelines import steps
+from tests.integration.conftest import run_cli
 from training import tracking
 
 pytestmark = pytest.mark.integration
@@ -30,7 +28,26 @@ def test_models_beat_their_baselines_on_the_holdout(workspace):
     forecaster = workspace["results"]["forecaster"].figures
     assert recommender["omnishelf_recall_at_10"] > 0
     assert recommender["best_baseline_recall_at_10"] > 0
-    assert 0 < forecaster["forecast_wape"] < forecaster["snaive_wape"]
+    assert 0 < forecaster["wrmsse_final"] <= forecaster["wrmsse_best_stat"] * 1.1
+    assert 0.5 < forecaster["p90_coverage"] <= 1
+
+
+def test_forecaster_run_logs_accuracy_and_business_kpis(workspace):
+    version = tracking.champion_version(workspace["settings"].forecaster_name)
+    run = mlflow.get_run(version.run_id)
+    metrics = run.data.metrics
+    # Every baseline scored on the same rolling origins, the final model against seasonal naive.
+    for model in steps.STEP_STAT_MODELS:
+        assert metrics[f"wrmsse_{model}"] > 0
+    assert metrics["wrmsse_omnishelf"] < metrics["wrmsse_seasonal_naive"]
+    for kpi in ("stockout_rate", "fill_rate", "avg_on_hand", "inventory_turns"):
+        assert f"{kpi}_policy" in metrics and f"{kpi}_baseline" in metrics
+    assert 0 <= metrics["stockout_rate_policy"] <= 1 and 0 < metrics["fill_rate_policy"] <= 1
+    # The baseline is compared at equal or higher stock than the policy holds.
+    assert metrics["avg_on_hand_baseline"] >= metrics["avg_on_hand_policy"]
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(version.run_id)}
+    expected = {"forecast_vs_actual.png", "stock_vs_stockouts.png", "backtest_table.json"}
+    assert expected <= artifacts
 
 
 def test_champions_are_registered_with_their_data_and_logged_figures(workspace):
@@ -63,35 +80,27 @@ def test_reruns_reuse_what_is_built(workspace):
     assert tracking.champion_version(settings.recommender_name).version == before
 
 
-def _cli(settings, *arguments: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMNISHELF_HOME": str(settings.home), "COLUMNS": "200"}
-    omnishelf = Path(sys.executable).parent / "omnishelf"
-    return subprocess.run(
-        [str(omnishelf), *arguments], env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def test_customers_cli_shows_the_audit_and_names_unknown_ids(workspace):
     settings = workspace["settings"]
     _, identity_map, _ = resolved_tables(settings, [])
     joined = identity_map[identity_map["customer_id"] != identity_map["source_customer_id"]]
     customer = int(joined["customer_id"].iloc[0])
-    shown = _cli(settings, "customers", "show", str(customer))
+    shown = run_cli(settings, "customers", "show", str(customer))
     assert shown.returncode == 0, shown.stderr
     theirs = identity_map.loc[identity_map["customer_id"] == customer, "identity_key"]
     assert all(key in shown.stdout for key in theirs)
 
-    missing = _cli(settings, "customers", "forget", "99999999")
+    missing = run_cli(settings, "customers", "forget", "99999999")
     assert missing.returncode == 2
     assert "unknown customer_id 99999999" in missing.stdout and "Traceback" not in missing.stderr
-    bad_merge = _cli(settings, "customers", "merge", "store:nobody", theirs.iloc[0])
+    bad_merge = run_cli(settings, "customers", "merge", "store:nobody", theirs.iloc[0])
     assert bad_merge.returncode == 2 and "unknown identity 'store:nobody'" in bad_merge.stdout
 
 
 def test_evaluate_cli_scores_both_protocols_on_the_workspace_data(workspace, tmp_path):
     settings = workspace["settings"]
     output = tmp_path / "evaluation.json"
-    done = _cli(settings, "evaluate", "recommender", "--output", str(output), timeout=600)
+    done = run_cli(settings, "evaluate", "recommender", "--output", str(output), timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     for title in ("time_split:", "next_basket:", "gp_topfreq_decay", "by segment"):
         assert title in done.stdout
@@ -100,5 +109,51 @@ def test_evaluate_cli_scores_both_protocols_on_the_workspace_data(workspace, tmp
         models = {row["model"]: row for row in tables[protocol]}
         assert {"omnishelf", "gp_topfreq_decay", "als", "item_item_bm25", "popular"} <= set(models)
         assert 0 < models["omnishelf"]["recall_at_10"] <= 1
-    bad = _cli(settings, "evaluate", "recommender", "--protocol", "leave_one_out")
+    bad = run_cli(settings, "evaluate", "recommender", "--protocol", "leave_one_out")
     assert bad.returncode == 2 and "time_split, next_basket or both" in bad.stdout + bad.stderr
+
+
+def test_backtest_cli_prints_both_tables_with_every_baseline(workspace, tmp_path):
+    settings = workspace["settings"]
+    output = tmp_path / "backtest.json"
+    done = run_cli(settings, "backtest", "--output", str(output), timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for title in ("forecast accuracy", "restock replay", "AutoETS", "moving_average_cover"):
+        assert title in done.stdout
+    tables = json.loads(output.read_text())
+    models = {row["model"] for row in tables["backtest"]}
+    assert {"omnishelf", "seasonal_naive", "AutoETS", "CrostonOptimized", "ADIDA"} <= models
+    assert {row["policy"] for row in tables["simulation"]} == {"omnishelf", "moving_average_cover"}
+
+
+def test_restock_cli_writes_an_order_file_and_names_bad_stock_files(workspace, tmp_path):
+    settings = workspace["settings"]
+    model, _ = tracking.load_champion(settings.forecaster_name)
+    keys = model.series_.to_frame(index=False)
+    stock = keys.assign(on_hand=[0.0] + [1_000.0] * (len(keys) - 1))
+    stock.to_csv(tmp_path / "stock.csv", index=False)
+    orders_file = tmp_path / "orders.csv"
+    done = run_cli(
+        settings, "restock", "--stock", str(tmp_path / "stock.csv"), "--output", str(orders_file)
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "order lines" in done.stdout
+    orders = pd.read_csv(orders_file)
+    assert len(orders) == len(keys)
+    assert orders["order_quantity"].iloc[0] > 0 and (orders["order_quantity"].iloc[1:] == 0).all()
+    assert (orders["order_up_to"] >= orders["expected_demand"]).all()
+
+    stock.drop(columns="on_hand").to_csv(tmp_path / "no_stock.csv", index=False)
+    bad = run_cli(settings, "restock", "--stock", str(tmp_path / "no_stock.csv"))
+    assert bad.returncode == 2 and "no_stock.csv: missing column 'on_hand'" in bad.stdout
+    stock.assign(on_hand=-1).to_csv(tmp_path / "negative.csv", index=False)
+    bad = run_cli(settings, "restock", "--stock", str(tmp_path / "negative.csv"))
+    assert bad.returncode == 2 and "column 'on_hand' needs numbers >= 0; row 2" in bad.stdout
+    assert "Traceback" not in bad.stderr
+    pd.concat([stock, stock.head(1)]).to_csv(tmp_path / "repeated.csv", index=False)
+    bad = run_cli(settings, "restock", "--stock", str(tmp_path / "repeated.csv"))
+    assert bad.returncode == 2 and "repeat on row" in bad.stdout
+    (tmp_path / "empty.csv").write_text("")
+    bad = run_cli(settings, "restock", "--stock", str(tmp_path / "empty.csv"))
+    assert bad.returncode == 2 and "empty.csv: not a readable CSV file" in bad.stdout
+    assert "Traceback" not in bad.stderr

@@ -6,7 +6,13 @@ import pytest
 
 from features.identity import resolved_tables
 from pipelines import customers
-from tests.integration.conftest import free_port, start_server, stop, wait_until_answering
+from tests.integration.conftest import (
+    free_port,
+    run_cli,
+    start_server,
+    stop,
+    wait_until_answering,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -168,6 +174,41 @@ def test_forecast_covers_the_horizon_per_product(service, ids):
         units = np.array([p["units"] for p in forecast["periods"]])
         assert (units >= 0).all() and units.sum() > 0
         assert forecast["periods"][0]["period_start"] == answer["origin"]
+        for period in forecast["periods"]:
+            assert 0 <= period["p10"] <= period["p50"] <= period["p90"]
+            assert period["units_without_promotion"] is None
+
+
+def test_forecast_what_if_answers_with_and_without_the_planned_promotion(service, ids):
+    promoted, other = ids["products"][:2]
+    origin = service.post(
+        "/forecast", json={"store_id": ids["store_id"], "product_ids": [promoted]}
+    ).json()["origin"]
+    end = (pd.Timestamp(origin) + pd.Timedelta(days=6)).date().isoformat()
+    body = {
+        "store_id": ids["store_id"],
+        "product_ids": [promoted, other],
+        "horizon_days": 14,
+        "promotion": {
+            "product_ids": [promoted],
+            "start_date": origin,
+            "end_date": end,
+            "promo_type": "display_mailer",
+        },
+    }
+    answer = service.post("/forecast", json=body).json()
+    by_product = {f["product_id"]: f["periods"] for f in answer["forecasts"]}
+    week = by_product[promoted][:7]
+    assert sum(p["units"] for p in week) > sum(p["units_without_promotion"] for p in week)
+    later = by_product[promoted][7:] + by_product[other]
+    assert all(p["units"] == pytest.approx(p["units_without_promotion"]) for p in later)
+    body["promotion"]["product_ids"] = [424242]
+    response = service.post("/forecast", json=body)
+    assert response.status_code == 400 and "promotion.product_ids" in response.text
+    body["promotion"] |= {"product_ids": [promoted], "start_date": "9999-01-01"}
+    body["promotion"]["end_date"] = "9999-12-31"
+    response = service.post("/forecast", json=body)
+    assert response.status_code == 422 and response.json()["field"] == "promotion"
 
 
 def test_restock_orders_what_stock_does_not_cover(service, ids):
@@ -184,6 +225,52 @@ def test_restock_orders_what_stock_does_not_cover(service, ids):
     assert empty["order_quantity"] == pytest.approx(np.ceil(empty["order_up_to"]), abs=1)
     assert empty["order_up_to"] >= empty["expected_demand"] > 0
     assert full["order_quantity"] == 0
+
+
+def test_restock_rounds_to_packs_and_minimum_orders(service, ids):
+    body = {
+        "store_id": ids["store_id"],
+        "product_ids": ids["products"][:2],
+        "on_hand": [0, 0],
+        "pack_size": [12, 1],
+        "min_order_qty": [0, 500],
+    }
+    packed, minimum = service.post("/restock", json=body).json()["orders"]
+    assert packed["order_quantity"] % 12 == 0 and packed["order_quantity"] >= 12
+    assert packed["order_quantity"] - packed["order_up_to"] < 12
+    assert minimum["order_quantity"] == 500
+
+
+def test_restock_endpoint_and_batch_command_agree(service, ids, workspace, tmp_path):
+    settings = workspace["settings"]
+    store = ids["store_id"]
+    lead_time = int(
+        workspace["tables"]["stores"].set_index("store_id").loc[store, "lead_time_days"]
+    )
+    products = ids["products"]
+    on_hand = [0.0, 3.0, 7.0][: len(products)]
+    stock = pd.DataFrame({"store_id": store, "product_id": products, "on_hand": on_hand})
+    stock.to_csv(tmp_path / "stock.csv", index=False)
+    done = run_cli(
+        settings,
+        "restock",
+        "--stock",
+        str(tmp_path / "stock.csv"),
+        "--output",
+        str(tmp_path / "orders.csv"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    batch = pd.read_csv(tmp_path / "orders.csv").set_index(["store_id", "product_id"])
+    body = {
+        "store_id": store,
+        "product_ids": products,
+        "on_hand": on_hand,
+        "lead_time_days": lead_time,
+    }
+    for line in service.post("/restock", json=body).json()["orders"]:
+        row = batch.loc[(store, line["product_id"])]
+        assert line["order_quantity"] == row["order_quantity"]
+        assert line["order_up_to"] == pytest.approx(row["order_up_to"], abs=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -205,7 +292,31 @@ def test_restock_orders_what_stock_does_not_cover(service, ids):
         ("/restock", {"store_id": 1, "product_ids": [1], "on_hand": [-1]}, "on_hand"),
         (
             "/restock",
+            {"store_id": 1, "product_ids": [1], "on_hand": [1], "pack_size": [0]},
+            "pack_size",
+        ),
+        (
+            "/forecast",
+            {
+                "store_id": 1,
+                "product_ids": [1],
+                "promotion": {
+                    "product_ids": [1],
+                    "start_date": "2024-05-02",
+                    "end_date": "2024-05-01",
+                    "promo_type": "display",
+                },
+            },
+            "end_date",
+        ),
+        (
+            "/restock",
             {"store_id": 1, "product_ids": [1], "on_hand": [1], "service_level": 1.5},
+            "service_level",
+        ),
+        (
+            "/restock",
+            {"store_id": 1, "product_ids": [1], "on_hand": [1], "service_level": 0.5},
             "service_level",
         ),
     ],

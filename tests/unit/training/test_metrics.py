@@ -3,12 +3,16 @@ import pytest
 
 from training.metrics import (
     bias,
+    coverage,
     coverage_at_k,
     hit_rate_at_k,
     map_at_k,
     ndcg_at_k,
+    pinball_loss,
     recall_at_k,
+    rmsse,
     wape,
+    wrmsse,
 )
 
 
@@ -51,3 +55,40 @@ def test_hit_rate_map_and_coverage_hand_computed():
 def test_padding_is_never_a_hit():
     assert recall_at_k([{-1, 5}], [[-1, -1, 5]], k=3) == pytest.approx(0.5)
     assert coverage_at_k([[-1, -1]], k=2, catalogue_size=4) == 0.0
+
+
+def test_rmsse_per_series_hand_computed():
+    history = np.array([[1, 2, 4, 4], [5, 3, 3, 1]])
+    actual, forecast = np.array([[4, 6], [2, 2]]), np.array([[4, 4], [0, 2]])
+    # series 1: diffs 1, 2, 0 -> scale 5/3; squared errors 0, 4 -> mean 2
+    # series 2: diffs -2, 0, -2 -> scale 8/3; squared errors 4, 0 -> mean 2
+    got = rmsse(actual, forecast, history)
+    assert got == pytest.approx([np.sqrt(2 / (5 / 3)), np.sqrt(2 / (8 / 3))])
+
+
+def test_rmsse_is_nan_for_a_series_without_scale():
+    got = rmsse(np.array([[3, 3]]), np.array([[2, 2]]), np.array([[7, 7, 7]]))
+    assert np.isnan(got).all()
+
+
+def test_wrmsse_renormalises_weights_over_series_with_a_scale():
+    history = np.array([[1, 2, 4, 4], [5, 3, 3, 1], [7, 7, 7, 7]])
+    actual = np.array([[4, 6], [2, 2], [7, 9]])
+    forecast = np.array([[4, 4], [0, 2], [0, 0]])
+    # the constant third series has no scale: its weight 100 drops out, 1 and 3 share the total
+    expected = (1 * np.sqrt(2 / (5 / 3)) + 3 * np.sqrt(2 / (8 / 3))) / 4
+    assert wrmsse(actual, forecast, history, np.array([1, 3, 100])) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="positive weight"):
+        wrmsse(actual, forecast, history, np.array([0, 0, 100]))
+
+
+def test_pinball_loss_at_q90_hand_computed():
+    # errors 2, -2, 0 -> losses 0.9 * 2, 0.1 * 2, 0
+    assert pinball_loss(np.array([10, 5, 0]), np.array([8, 7, 0]), 0.9) == pytest.approx(2 / 3)
+
+
+def test_coverage_with_and_without_lower_bound():
+    actual = np.array([1, 5, 9, 3])
+    upper, lower = np.array([2, 5, 8, 4]), np.array([0, 6, 1, 1])
+    assert coverage(actual, upper) == pytest.approx(3 / 4)  # 9 > 8
+    assert coverage(actual, upper, lower) == pytest.approx(2 / 4)  # and 5 < 6

@@ -1,0 +1,226 @@
+"""Replay a restock policy day by day against actual demand, to measure what it would have done.
+
+Both the forecast-driven policy and the moving-average baseline are given as the order-up-to level
+S in force at each review; `simulate` turns that into orders, deliveries, sales and lost sales.
+Demand that finds the shelf empty is lost (no backorders), as in a grocery store. A fair comparison
+starts both policies from the same `initial_on_hand` and compares them at matched average stock
+(`matched_baseline`): any policy sells more if it is allowed to hold more.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from training.restock import REVIEW_DAYS, per_series, round_to_packs
+
+DAYS_PER_YEAR = 365
+COVER_DAYS_GRID = np.arange(1, 43, 0.5)
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """What a policy did over the simulated series-days.
+
+    Attributes:
+        stockout_rate: share of series-days on which some demand went unmet.
+        fill_rate: units sold / units demanded (1.0 when nothing was demanded).
+        lost_units: demand that found the shelf empty.
+        avg_on_hand: mean end-of-day on-hand over series-days.
+        inventory_turns: annualised sales over average stock, sold * 365 / n_days /
+            (avg_on_hand * n_series), i.e. how many times a year the stock is sold through
+            (NaN when nothing was ever held).
+        orders: number of positive orders placed.
+    """
+
+    stockout_rate: float
+    fill_rate: float
+    lost_units: float
+    avg_on_hand: float
+    inventory_turns: float
+    orders: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: float(value) for name, value in asdict(self).items()}
+
+
+def simulate(
+    demand: np.ndarray,
+    order_up_to: np.ndarray,
+    lead_time_days: np.ndarray,
+    initial_on_hand: np.ndarray,
+    review_days: int = REVIEW_DAYS,
+    pack_size: np.ndarray | None = None,
+    min_order_qty: np.ndarray | None = None,
+) -> SimulationResult:
+    """Run an (R, S) policy over `demand`, vectorised over series, one day at a time.
+
+    Review r happens at the start of day r * review_days. Each day: deliveries due that day arrive;
+    on a review day the store orders max(0, S - on_hand - on_order), rounded like
+    `restock.order_quantities`, due lead_time_days later (0 means the same day, before sales);
+    then it sells min(on_hand, demand) and the rest of the demand is lost.
+
+    Args:
+        demand: (n, days) units customers wanted each day.
+        order_up_to: (n, ceil(days / review_days)) S in force at each review.
+        lead_time_days: (n,) or scalar whole days from order to delivery.
+        initial_on_hand: (n,) or scalar stock at the start of day 0; give policies being compared
+            the same starting stock.
+        review_days: days between reviews.
+        pack_size, min_order_qty: order rounding, see `restock.round_to_packs`.
+    """
+    demand = np.atleast_2d(np.asarray(demand, dtype=float))
+    order_up_to = np.atleast_2d(np.asarray(order_up_to, dtype=float))
+    n_series, n_days = demand.shape
+    n_reviews = math.ceil(n_days / review_days)
+    if order_up_to.shape != (n_series, n_reviews):
+        raise ValueError(
+            f"order_up_to has shape {order_up_to.shape}; expected ({n_series}, {n_reviews}): "
+            f"one S per series per review over {n_days} days every {review_days} days"
+        )
+    if (demand < 0).any():
+        raise ValueError("demand must be >= 0")
+    lead = per_series(lead_time_days, n_series, "lead_time_days")
+    if (lead < 0).any() or (lead != np.floor(lead)).any():
+        raise ValueError(f"lead_time_days must be whole days >= 0; got {lead.min()}")
+    lead = lead.astype(int)
+    on_hand = per_series(initial_on_hand, n_series, "initial_on_hand").copy()
+    if (on_hand < 0).any():
+        raise ValueError(f"initial_on_hand must be >= 0; got {on_hand.min()}")
+
+    series = np.arange(n_series)
+    due = np.zeros((n_series, n_days + lead.max() + 1))  # units arriving on each day
+    on_order = np.zeros(n_series)
+    orders = 0
+    sold = lost = on_hand_total = 0.0
+    stockout_days = 0
+    for day in range(n_days):
+        # Ordering before today's deliveries arrive is the same as after: receiving moves units
+        # from on_order to on_hand and leaves on_hand + on_order alone. It also lets a same-day
+        # order (lead 0) arrive with the rest, before sales.
+        if day % review_days == 0:
+            wanted = order_up_to[:, day // review_days] - on_hand - on_order
+            order = round_to_packs(np.maximum(wanted, 0.0), pack_size, min_order_qty)
+            due[series, day + lead] += order
+            on_order += order
+            orders += int((order > 0).sum())
+        on_hand += due[:, day]
+        on_order -= due[:, day]
+        sales = np.minimum(on_hand, demand[:, day])
+        on_hand -= sales
+        sold += sales.sum()
+        lost += (demand[:, day] - sales).sum()
+        stockout_days += int((demand[:, day] > sales).sum())
+        on_hand_total += on_hand.sum()
+
+    series_days = n_series * n_days
+    avg_on_hand = on_hand_total / series_days
+    demanded = sold + lost
+    return SimulationResult(
+        stockout_rate=stockout_days / series_days,
+        fill_rate=sold / demanded if demanded > 0 else 1.0,
+        lost_units=float(lost),
+        avg_on_hand=float(avg_on_hand),
+        inventory_turns=(
+            sold * DAYS_PER_YEAR / n_days / (avg_on_hand * n_series)
+            if avg_on_hand > 0
+            else math.nan
+        ),
+        orders=orders,
+    )
+
+
+def moving_average_order_up_to(
+    history_and_demand: np.ndarray,
+    first_day: int,
+    days: int,
+    cover_days: float,
+    window: int = 28,
+    review_days: int = REVIEW_DAYS,
+) -> np.ndarray:
+    """The baseline policy: S = cover_days * mean daily demand over the `window` days before review.
+
+    Reviews fall on first_day + r * review_days. The window holds only days before the review, so
+    the baseline never sees the demand it is ordering for; it does see true demand rather than
+    sales on stockout days, a small advantage over a store that only knows what it sold.
+
+    Args:
+        history_and_demand: (n, total_days) daily demand, history followed by the simulated days.
+        first_day: column of the first simulated day; at least `window` days of history before it.
+        days: number of simulated days.
+        cover_days: days of average demand to stock up to.
+
+    Returns:
+        (n, ceil(days / review_days)) S at each review, ready for `simulate`.
+    """
+    history_and_demand = np.atleast_2d(np.asarray(history_and_demand, dtype=float))
+    if first_day < window:
+        raise ValueError(
+            f"first_day {first_day} leaves less than the {window}-day window of history"
+        )
+    if first_day + days > history_and_demand.shape[1]:
+        raise ValueError(
+            f"first_day {first_day} + {days} days runs past the "
+            f"{history_and_demand.shape[1]} days in history_and_demand"
+        )
+    review_day = first_day + review_days * np.arange(math.ceil(days / review_days))
+    # windows[:, i] holds days i .. i + window - 1, so the window ending just before d starts at
+    # d - window.
+    windows = sliding_window_view(history_and_demand, window, axis=1)
+    return cover_days * windows[:, review_day - window].mean(axis=-1)
+
+
+def matched_baseline(
+    demand: np.ndarray,
+    history_and_demand: np.ndarray,
+    first_day: int,
+    lead_time_days: np.ndarray,
+    initial_on_hand: np.ndarray,
+    target_avg_on_hand: float,
+    cover_days_grid: np.ndarray = COVER_DAYS_GRID,
+    window: int = 28,
+    review_days: int = REVIEW_DAYS,
+    **simulate_kwargs,
+) -> tuple[float, SimulationResult]:
+    """The moving-average baseline with the least cover that holds at least the target stock.
+
+    Compare a policy with this baseline rather than with one fixed cover: holding more stock buys
+    fewer stockouts, so only at matched average on-hand does a lower stockout rate show a better
+    policy rather than a bigger one. Taking the smallest cover that reaches the target means the
+    policy compared with it holds equal or lower stock.
+
+    Args:
+        demand: (n, days) the simulated days' demand, equal to
+            history_and_demand[:, first_day:first_day + days].
+        history_and_demand, first_day, window, review_days: see `moving_average_order_up_to`.
+        lead_time_days, initial_on_hand, **simulate_kwargs: see `simulate`.
+        target_avg_on_hand: average on-hand of the policy being compared.
+        cover_days_grid: covers to try.
+
+    Returns:
+        (cover_days, result) of the smallest cover reaching the target, or of the largest cover in
+        the grid if none does.
+    """
+    demand = np.atleast_2d(np.asarray(demand, dtype=float))
+    days = demand.shape[1]
+    simulated = np.asarray(history_and_demand, dtype=float)[:, first_day : first_day + days]
+    if not np.array_equal(simulated, demand):
+        raise ValueError(
+            "demand differs from history_and_demand[:, first_day:first_day + days]; check first_day"
+        )
+    grid = np.sort(np.asarray(cover_days_grid, dtype=float))
+    if grid.size == 0:
+        raise ValueError("cover_days_grid is empty")
+    for cover_days in grid:
+        order_up_to = moving_average_order_up_to(
+            history_and_demand, first_day, days, cover_days, window, review_days
+        )
+        result = simulate(
+            demand, order_up_to, lead_time_days, initial_on_hand, review_days, **simulate_kwargs
+        )
+        if result.avg_on_hand >= target_avg_on_hand:
+            return float(cover_days), result
+    return float(cover_days), result
