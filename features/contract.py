@@ -209,6 +209,24 @@ class DataContractError(ValueError):
         super().__init__(f"{where}: {message}{count}")
 
 
+# Sales already summed per store x product x day or week: an import input that becomes one
+# transaction line per row (no customers or baskets known), for forecasting and restock only.
+SALES = Table(
+    "sales",
+    "units sold per store x product x day (or week: date = its Monday), instead of transactions",
+    (
+        _id(STORE_ID, "store"),
+        _id(PRODUCT_ID, "product"),
+        Column(DATE, "date", "the day, or the Monday of the week"),
+        Column(QUANTITY, "float", "units sold", non_negative=True),
+        Column(
+            NET_SALES, "float", "amount paid (default: units, one per unit)", False, True, np.nan
+        ),
+    ),
+    key=(STORE_ID, PRODUCT_ID, DATE),
+)
+
+
 def _coerce(values: pd.Series, kind: str) -> pd.Series:
     """Cast to the canonical dtype; unparsable values become NaN/NaT (the caller counts them)."""
     if kind in ("id", "int") and pd.api.types.is_integer_dtype(values):
@@ -249,14 +267,17 @@ def _coerce(values: pd.Series, kind: str) -> pd.Series:
     return values.astype("string").fillna("").astype(object)
 
 
-def conform(frame: pd.DataFrame, table: str, source: str) -> pd.DataFrame:
-    """Check a source frame against the contract of `table` and return it in canonical form.
+def conform(
+    frame: pd.DataFrame, table: str, source: str, spec: Table | None = None
+) -> pd.DataFrame:
+    """Check a source frame against the contract of `table` (or `spec`, for an input that is
+    not stored as such) and return it in canonical form.
 
     Raises:
         DataContractError: empty source, missing required column, values of the wrong type,
             NaN or negative values where they are not allowed.
     """
-    spec = TABLES[table]
+    spec = spec or TABLES[table]
     if frame.empty:
         raise DataContractError(source, f"is empty; table '{table}' needs at least one row")
     missing = [c.name for c in spec.columns if c.required and c.name not in frame.columns]

@@ -10,6 +10,10 @@
     customer_id = "CustomerID"
     ts = "InvoiceDate"
 
+    [sales]                     # or, instead of [transactions]: units per store x product x
+    path = "weekly.csv"         # day (or week, dated by its Monday), for forecasts and restock
+                                # only: columns store_id, product_id, date, quantity[, net_sales]
+
 Tables other than transactions are optional; products, stores, customers, calendar and
 identities are derived from the transactions when absent. An identities file may carry raw
 `phone` and `email` columns: they are hashed with OMNISHELF_IDENTITY_SALT on the way in and never
@@ -21,9 +25,23 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from features.contract import TABLES, DataContractError, conform
+from features.contract import (
+    CUSTOMER_ID,
+    DATE,
+    NET_SALES,
+    ORDER_ID,
+    PRODUCT_ID,
+    QUANTITY,
+    SALES,
+    STORE_ID,
+    TABLES,
+    TS,
+    DataContractError,
+    conform,
+)
 from features.dataset import complete_tables
 from features.identity import hash_contact
 
@@ -56,12 +74,17 @@ def read_mapping(mapping_file: Path) -> dict:
         mapping = tomllib.loads(mapping_file.read_text())
     except tomllib.TOMLDecodeError as error:
         raise DataContractError(str(mapping_file), f"is not valid TOML: {error}") from None
-    if "transactions" not in mapping:
-        raise DataContractError(str(mapping_file), "needs a [transactions] section with a path")
-    unknown = [k for k, v in mapping.items() if isinstance(v, dict) and k not in TABLES]
+    if ("transactions" in mapping) == (SALES.name in mapping):
+        raise DataContractError(
+            str(mapping_file),
+            "needs one [transactions] section (order lines) or one [sales] section (units per "
+            "store x product x day or week), with a path",
+        )
+    known = [*TABLES, SALES.name]
+    unknown = [k for k, v in mapping.items() if isinstance(v, dict) and k not in known]
     if unknown:
         raise DataContractError(
-            str(mapping_file), f"unknown table section(s) {unknown}; known: {list(TABLES)}"
+            str(mapping_file), f"unknown table section(s) {unknown}; known: {known}"
         )
     if mapping.get("freq", "D") not in FREQS:
         raise DataContractError(str(mapping_file), f"freq must be one of {FREQS}", "freq")
@@ -118,6 +141,12 @@ def import_tables(
         frame = frame.rename(columns=renames)
         if table == "identities":
             frame = _hash_contacts(frame, salt, str(path))
+        if table == SALES.name:
+            sales = conform(frame, table, str(path), SALES)
+            tables["transactions"] = transactions_from_sales(
+                sales, mapping.get("freq", "D"), str(path)
+            )
+            continue
         tables[table] = conform(frame, table, str(path))
     options = {
         "name": mapping.get("name", mapping_file.stem),
@@ -125,8 +154,51 @@ def import_tables(
         "country": mapping.get("country", "US"),
     }
     sources = {
-        table: str((mapping_file.parent / section["path"]).resolve())
+        "transactions" if table == SALES.name else table: str(
+            (mapping_file.parent / section["path"]).resolve()
+        )
         for table, section in mapping.items()
         if isinstance(section, dict)
     }
     return complete_tables(tables, options["country"], sources), options
+
+
+ANONYMOUS_CUSTOMER = 0  # aggregated sales name no customer: every line is this one's
+
+
+def transactions_from_sales(sales: pd.DataFrame, freq: str, source: str) -> pd.DataFrame:
+    """Order lines standing for summed sales: one per row and day, one order per store and day,
+    all of one anonymous customer; a week's units are spread evenly over its seven days (weekly
+    data has no daily shape), so weekly sums come back exactly and daily ones are even.
+
+    Without `net_sales` a unit counts 1: sales-weighted metrics then weigh series by units.
+    """
+    days = 7 if freq == "W" else 1
+    date = pd.to_datetime(sales[DATE]).dt.normalize()
+    if freq == "W" and (date.dt.weekday != 0).any():
+        row = int(np.flatnonzero(date.dt.weekday.to_numpy() != 0)[0])
+        raise DataContractError(
+            source,
+            f"weekly sales are dated by the Monday of their week; row {row + 2} has "
+            f"{date.iloc[row]:%Y-%m-%d} ({date.iloc[row]:%A})",
+            DATE,
+        )
+    amount = sales[NET_SALES].fillna(sales[QUANTITY]).to_numpy(dtype="float64")
+    rows = np.repeat(np.arange(len(sales)), days)
+    day = date.to_numpy()[rows] + pd.to_timedelta(np.tile(np.arange(days), len(sales)), "D")
+    # Noon: the middle of any opening hours, so no line falls into a neighbouring day.
+    stamp = pd.DatetimeIndex(day) + pd.Timedelta(hours=12)
+    store = sales[STORE_ID].to_numpy()[rows]
+    orders = pd.MultiIndex.from_arrays([store, stamp]).factorize()[0] + 1
+    frame = pd.DataFrame(
+        {
+            CUSTOMER_ID: ANONYMOUS_CUSTOMER,
+            ORDER_ID: orders,
+            PRODUCT_ID: sales[PRODUCT_ID].to_numpy()[rows],
+            STORE_ID: store,
+            TS: stamp,
+            QUANTITY: sales[QUANTITY].to_numpy(dtype="float64")[rows] / days,
+            NET_SALES: amount[rows] / days,
+        }
+    )
+    return conform(frame, "transactions", source)

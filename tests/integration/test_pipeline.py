@@ -3,11 +3,13 @@
 import json
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
 from features.dataset import load_info
 from features.identity import resolved_tables
+from features.settings import Settings
 from pipelines import steps
 from tests.integration.conftest import run_cli
 from training import tracking
@@ -157,3 +159,33 @@ def test_restock_cli_writes_an_order_file_and_names_bad_stock_files(workspace, t
     bad = run_cli(settings, "restock", "--stock", str(tmp_path / "empty.csv"))
     assert bad.returncode == 2 and "empty.csv: not a readable CSV file" in bad.stdout
     assert "Traceback" not in bad.stderr
+
+
+def test_backtest_runs_on_weekly_sales_brought_in_with_import(tmp_path):
+    """A retailer with only weekly units per store x product (no customers, no baskets)."""
+    rng = np.random.default_rng(3)
+    weeks = pd.date_range("2023-01-02", periods=40, freq="7D")
+    rows = [
+        (store, product, week.date(), rng.poisson(rate * (1.3 if week.month == 12 else 1.0)))
+        for store in (1, 2)
+        for product, rate in ((10, 2.0), (11, 5.0), (12, 9.0))
+        for week in weeks
+    ]
+    sales = pd.DataFrame(rows, columns=["store", "sku", "monday", "units"])
+    sales.to_csv(tmp_path / "weekly.csv", index=False)
+    (tmp_path / "shop.toml").write_text(
+        'name = "weekly-shop"\nfreq = "W"\n[sales]\npath = "weekly.csv"\n[sales.columns]\n'
+        'store_id = "store"\nproduct_id = "sku"\ndate = "monday"\nquantity = "units"\n'
+    )
+    settings = Settings(home=tmp_path / "workspace")
+    imported = run_cli(settings, "import", str(tmp_path / "shop.toml"))
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    done = run_cli(settings, "backtest", "--output", str(tmp_path / "bt.json"), timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    tables = json.loads((tmp_path / "bt.json").read_text())
+    models = {row["model"]: row for row in tables["backtest"]}
+    assert {"omnishelf", "seasonal_naive", "AutoETS", "CrostonOptimized"} <= set(models)
+    assert all(row["origins"] == 3 for row in models.values())
+    # Poisson weekly sales: the naive forecast is the noisiest; the model beats it.
+    assert models["omnishelf"]["wrmsse"] < models["seasonal_naive"]["wrmsse"]
+    assert {row["policy"] for row in tables["simulation"]} == {"omnishelf", "moving_average_cover"}

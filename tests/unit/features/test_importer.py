@@ -196,7 +196,7 @@ def test_unknown_table_section_is_refused(tmp_path, sales_csv):
 def test_mapping_without_transactions_is_refused(tmp_path, sales_csv):
     mapping = tmp_path / "shop.toml"
     mapping.write_text('[products]\npath = "sales.csv"\n')
-    assert "needs a [transactions] section" in str(_import_error(mapping))
+    assert "needs one [transactions] section" in str(_import_error(mapping))
 
 
 def test_section_without_path_is_refused(tmp_path, sales_csv):
@@ -290,3 +290,47 @@ def test_raw_contacts_without_a_salt_are_refused_naming_file_and_column(tmp_path
     error = _import_error(_mapping(tmp_path, IDENTITIES_MAPPING))
     assert error.column == "phone" and "identities.csv" in str(error)
     assert "OMNISHELF_IDENTITY_SALT" in str(error)
+
+
+def _weekly_sales(folder: Path, rows: str) -> Path:
+    (folder / "weekly.csv").write_text("Shop,SKU,Week,Units,Value\n" + rows)
+    mapping = folder / "weekly.toml"
+    mapping.write_text(
+        'freq = "W"\n[sales]\npath = "weekly.csv"\n[sales.columns]\nstore_id = "Shop"\n'
+        'product_id = "SKU"\ndate = "Week"\nquantity = "Units"\nnet_sales = "Value"\n'
+    )
+    return mapping
+
+
+def test_weekly_sales_become_order_lines_whose_weeks_sum_back_exactly(tmp_path):
+    from features.engineering import demand_panel
+
+    mapping = _weekly_sales(
+        tmp_path,
+        "1,100,2024-01-01,7,14.0\n1,100,2024-01-08,3,6.0\n2,100,2024-01-01,0,0\n"
+        "2,100,2024-01-08,5,10.0\n",
+    )
+    tables, options = import_tables(mapping)
+    sales = tables["transactions"]
+    assert options["freq"] == "W"
+    assert len(sales) == 4 * 7  # one line per day of each week
+    assert (sales["customer_id"] == 0).all()
+    assert sales["order_id"].nunique() == 2 * 14  # one order per store and day
+    assert sales["ts"].min() == pd.Timestamp("2024-01-01 12:00")
+    panel = demand_panel(tables, "W", min_active_share=0.0)
+    weekly = panel.set_index(["store_id", "period"])["units"]
+    assert weekly[(1, pd.Timestamp("2024-01-01"))] == pytest.approx(7)
+    assert weekly[(1, pd.Timestamp("2024-01-08"))] == pytest.approx(3)
+    assert weekly[(2, pd.Timestamp("2024-01-08"))] == pytest.approx(5)
+    assert panel["net_sales"].sum() == pytest.approx(30.0)
+
+
+def test_sales_errors_name_the_file_column_and_row(tmp_path):
+    not_monday = _import_error(_weekly_sales(tmp_path, "1,100,2024-01-03,7,14.0\n"))
+    assert "weekly.csv" in str(not_monday) and not_monday.column == "date"
+    assert "row 2 has 2024-01-03 (Wednesday)" in str(not_monday)
+    negative = _import_error(_weekly_sales(tmp_path, "1,100,2024-01-01,-7,14.0\n"))
+    assert negative.column == "quantity"
+    both = tmp_path / "both.toml"
+    both.write_text('[transactions]\npath = "a.csv"\n[sales]\npath = "b.csv"\n')
+    assert "one [transactions] section" in str(_import_error(both))
