@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     # are built and LightGBM trained on that cluster; without one, in this process.
     dask_scheduler: str | None = None
 
+    # Optuna studies: SQLite under mlruns/ by default; an RDB URL (PostgreSQL) lets sweep workers
+    # on several processes or machines share one study.
+    optuna_storage: str | None = None
+
     # Salt of the phone/email hashes made at import; required when raw contacts are imported.
     identity_salt: str | None = Field(None, repr=False)
 
@@ -59,6 +63,10 @@ class Settings(BaseSettings):
     @property
     def mlruns_dir(self) -> Path:
         return self.home.resolve() / "mlruns"
+
+    @property
+    def resolved_optuna_storage(self) -> str:
+        return self.optuna_storage or f"sqlite:///{self.mlruns_dir / 'optuna.db'}"
 
     @property
     def resolved_tracking_uri(self) -> str:

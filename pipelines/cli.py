@@ -43,6 +43,10 @@ evaluate_app = typer.Typer(
 )
 app.add_typer(customers_app, name="customers")
 app.add_typer(evaluate_app, name="evaluate")
+runs_app = typer.Typer(help="Review MLflow runs.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry: champion and challenger.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(models_app, name="models")
 
 # Headline figures of the demo (demo.json): the models' against their best baselines.
 DEMO_FIGURES = (
@@ -463,6 +467,86 @@ def restock(
         "file": str(path),
     }
     _print_frame(f"restock {day:%Y-%m-%d}", pd.DataFrame([summary]))
+
+
+@app.command()
+def sweep(
+    model: Annotated[str, typer.Argument(help="forecaster")],
+    trials: Annotated[int, typer.Option(min=1, max=10_000, help="trials this worker runs")] = 20,
+    timeout: Annotated[float | None, typer.Option(min=1, help="stop after S seconds")] = None,
+    study: Annotated[str | None, typer.Option(help="study name; default from the data")] = None,
+    seed: Annotated[int, typer.Option(help="TPE seed of the study's first worker")] = 0,
+    threads: Annotated[int, typer.Option(min=1, max=64, help="LightGBM threads per trial")] = 2,
+) -> None:
+    """Optuna sweep: TPE with median pruning, every trial a nested MLflow run, the best refit and
+    registered as `challenger`. Start it on several processes or machines with the same
+    OMNISHELF_OPTUNA_STORAGE (PostgreSQL) to share one study."""
+    import pandas as pd
+
+    from pipelines import steps, sweeps
+
+    if model != "forecaster":
+        raise typer.BadParameter(
+            "only forecaster sweeps exist; the recommender's is not built yet", param_hint="MODEL"
+        )
+    settings = _settings()
+    steps.require_current_features(settings)
+    with console.status("[bold]sweep[/] starting ...") as status:
+        result = sweeps.sweep_forecaster(
+            settings,
+            trials,
+            timeout,
+            study,
+            seed,
+            threads,
+            progress=lambda text: status.update(f"[bold]sweep[/] {text}"),
+        )
+    trials_table = sweeps._trial_rows(result.study).sort_values("score").head(10)
+    _print_frame(f"study {result.study.study_name}: best trials", trials_table.round(4))
+    summary = {
+        "trials in study": len(result.study.trials),
+        "default validation WRMSSE": "-"
+        if result.default_score is None
+        else round(result.default_score, 4),
+        "best validation WRMSSE": round(result.best_score, 4),
+        "best on the holdout": round(result.holdout_score, 4),
+        "challenger": f"v{result.registered}" if result.registered else "already registered",
+        "seconds": round(result.seconds, 1),
+    }
+    _print_frame("sweep", pd.DataFrame([summary]))
+    console.print(f"promote it with: omnishelf models promote {settings.forecaster_name}")
+
+
+@runs_app.command("compare")
+def runs_compare(
+    run_a: Annotated[str, typer.Argument(help="MLflow run id")],
+    run_b: Annotated[str, typer.Argument(help="MLflow run id")],
+) -> None:
+    """The metrics of two runs side by side with B - A, and the parameters that differ."""
+    from pipelines import sweeps
+
+    _settings()
+    table = sweeps.compare_runs(run_a, run_b)
+    shown = table.map(lambda v: round(v, 4) if isinstance(v, float) else v)
+    _print_frame(f"A = {run_a}, B = {run_b}", shown)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="registered model, e.g. omnishelf-forecaster")],
+    reason: Annotated[str, typer.Option(help="why, recorded on the version")] = "sweep winner",
+    force: Annotated[
+        bool, typer.Option("--force", help="promote even if the gate refuses")
+    ] = False,
+) -> None:
+    """Move `champion` to the challenger if it beats the champion on the same holdout."""
+    from pipelines import sweeps
+
+    _settings()
+    outcome = sweeps.promote(name, reason, force)
+    if not outcome.promoted:
+        raise LookupError(f"{outcome.message}; --force promotes anyway")
+    console.print(f"{name}: champion -> v{outcome.version} ({outcome.message})")
 
 
 def start_server(settings: Settings, port: int) -> subprocess.Popen:

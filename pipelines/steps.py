@@ -65,6 +65,7 @@ from training.backtest import (
     policy_order_up_to,
     replay_restock,
     rolling_origins,
+    score_table,
 )
 from training.evaluation import RECALL_KS, TEST_DAYS
 from training.forecaster import HORIZON_PERIODS, DemandForecaster
@@ -98,6 +99,7 @@ FINGERPRINT_FILE = "offline/dataset_fingerprint"
 MIN_HISTORY_PERIODS = 4  # origins before this have too little history to learn from
 # Metrics shown in summaries and demo.json.
 RECOMMENDER_HEADLINE = ("omnishelf_recall_at_10", "best_baseline_recall_at_10")
+HOLDOUT_METRIC = "holdout_wrmsse"  # lower is better; the promotion gate of forecasters
 FORECASTER_HEADLINE = ("wrmsse_final", "wrmsse_best_stat", "p90_coverage", "stockout_rate_ratio")
 # AutoETS takes ~60 ms per daily series: `omnishelf backtest` runs it, training does without.
 STEP_STAT_MODELS = ("seasonal_naive", "moving_average", "CrostonOptimized", "ADIDA")
@@ -182,6 +184,18 @@ def features_built_from(fingerprint: str) -> str:
     return f"{fingerprint} {FEATURE_CODE}"
 
 
+def require_current_features(settings: Settings) -> None:
+    """Commands that many workers run at once read the features but never write them (Feast's
+    file registry takes one writer): they ask for a build first when the features are stale."""
+    marker = settings.feast_dir / FINGERPRINT_FILE
+    info = load_info(settings.tables_dir)
+    if not marker.exists() or marker.read_text() != features_built_from(info.fingerprint):
+        raise LookupError(
+            f"the features in {settings.feast_dir} are missing or older than the data or the "
+            "feature code: run `omnishelf features materialize` once, then start the workers"
+        )
+
+
 def build_features(settings: Settings, force: bool = False) -> tuple[StepResult, list]:
     """Feature tables -> Feast offline store; apply definitions; materialise what is new.
 
@@ -261,6 +275,18 @@ def _reused(step: str, registered_name: str, fingerprint: str, headline: str, be
         return None
     metrics = mlflow.get_run(found.run_id).data.metrics
     return StepResult(step, "reused", time.perf_counter() - began, _headline(metrics, headline))
+
+
+def holdout_score(data: ForecastData, result: Backtest) -> float:
+    """WRMSSE of the final model on the last backtest window alone: the holdout on which a
+    challenger from a sweep is compared with the champion."""
+    last = result.scored[result.scored["origin"] == data.origins[-1]]
+    return float(score_table(last, data.panel, data.info.freq).loc[FINAL, "wrmsse"])
+
+
+def holdout_tags(data: ForecastData, metric: str, score: float) -> dict[str, str]:
+    """Registry tags that let `omnishelf models promote` check two versions met the same test."""
+    return {"holdout": f"{data.origins[-1]:%Y-%m-%d}", "holdout_metric": metric, metric: str(score)}
 
 
 def _run_tags(info: DatasetInfo, fingerprint: str) -> dict[str, str]:
@@ -603,6 +629,8 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
         )
         result, simulation, trade_off = forecast_backtest(data, STEP_STAT_MODELS, client=client)
         metrics = log_forecaster_backtest(data, result, simulation, trade_off)
+        holdout = holdout_score(data, result)
+        mlflow.log_metric(HOLDOUT_METRIC, holdout)
         promotions, calendar = data.tables.get("promotions"), data.tables.get("calendar")
         final = model.fit(data.features, data.panel, promotions, calendar, client)
         mlflow.log_metrics({"series": len(data.keys), "training_rows": final.training_rows_})
@@ -610,7 +638,9 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
             plots.importance_figure(final.feature_importance()), "feature_importance.png"
         )
         registered = tracking.register(
-            final, settings.forecaster_name, _run_tags(data.info, fingerprint)
+            final,
+            settings.forecaster_name,
+            _run_tags(data.info, fingerprint) | holdout_tags(data, HOLDOUT_METRIC, holdout),
         )
     return StepResult(
         "forecaster",

@@ -322,8 +322,10 @@ def backtest(
         )
         models[origin] = model
         final = model.predict(features[stamp == origin], promotions).drop(columns="event_timestamp")
-        stats = statistical_forecasts(panel, origin, horizon, freq, stat_models)
-        scored.append(pd.concat([final.assign(**{MODEL: FINAL}), stats]).assign(**{ORIGIN: origin}))
+        frames = [final.assign(**{MODEL: FINAL})]
+        if stat_models:
+            frames.append(statistical_forecasts(panel, origin, horizon, freq, stat_models))
+        scored.append(pd.concat(frames).assign(**{ORIGIN: origin}))
     scored = pd.concat(scored, ignore_index=True).merge(
         panel[[STORE_ID, PRODUCT_ID, PERIOD, UNITS]], on=[STORE_ID, PRODUCT_ID, PERIOD]
     )

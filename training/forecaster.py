@@ -142,8 +142,11 @@ class DemandForecaster:
         horizon: int | None = None,
         params: dict | None = None,
         num_boost_round: int = 300,
+        quantiles: bool = True,
     ):
+        """`quantiles=False` skips the calibration refit: point forecasts only (sweeps)."""
         self.freq, self.country = freq, country
+        self.quantiles = quantiles
         self.horizon = horizon or HORIZON_PERIODS[freq]
         self.num_boost_round = num_boost_round
         self.params = {
@@ -277,8 +280,10 @@ class DemandForecaster:
         if self.training_rows_ == 0:
             raise ValueError("no training rows: no origin has a target period inside the panel")
         last_period = panel[PERIOD].max()
-        self.residual_bins_, self.residual_quantiles_ = self._calibrate(
-            rows, at_origin[ORIGIN], last_period, client
+        self.residual_bins_, self.residual_quantiles_ = (
+            self._calibrate(rows, at_origin[ORIGIN], last_period, client)
+            if self.quantiles
+            else (None, None)
         )
         self.booster_ = self._train(rows, client)
         self.series_ = pd.MultiIndex.from_frame(at_origin[[STORE_ID, PRODUCT_ID]].drop_duplicates())
@@ -332,6 +337,10 @@ class DemandForecaster:
         mean), p10, p50, p90."""
         rows = self._design(at_origin, promotions)
         rows[FORECAST] = self.booster_.predict(self._matrix(rows)) * rows["level"].to_numpy()
+        if self.residual_quantiles_ is None:
+            return rows.assign(**dict.fromkeys(QUANTILES, np.nan))[
+                [STORE_ID, PRODUCT_ID, ORIGIN, STEP, PERIOD, FORECAST, *QUANTILES]
+            ]
         band = np.searchsorted(self.residual_bins_, rows[FORECAST].to_numpy())
         spread = np.sqrt(rows[FORECAST].to_numpy() + 0.5)
         for i, name in enumerate(QUANTILES):

@@ -47,8 +47,9 @@ def configure(tracking_uri: str, experiment: str, artifact_root: Path) -> str:
     return experiment_id
 
 
-def register(model, registered_name: str, tags: dict[str, str]) -> str:
-    """Log `model` in the active run, register it and move the champion alias to it."""
+def register(model, registered_name: str, tags: dict[str, str], alias: str = CHAMPION) -> str:
+    """Log `model` in the active run, register it and move `alias` (champion by default; a
+    sweep's best is registered as challenger until someone promotes it) to it."""
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=PackagedModel(model),
@@ -59,16 +60,21 @@ def register(model, registered_name: str, tags: dict[str, str]) -> str:
     registered_version = str(info.registered_model_version)
     for key, value in tags.items():
         client.set_model_version_tag(registered_name, registered_version, key, value)
-    client.set_registered_model_alias(registered_name, CHAMPION, registered_version)
+    client.set_registered_model_alias(registered_name, alias, registered_version)
     return registered_version
+
+
+def aliased_version(registered_name: str, alias: str):
+    """The model version holding `alias`, or None."""
+    try:
+        return MlflowClient().get_model_version_by_alias(registered_name, alias)
+    except MlflowException:
+        return None
 
 
 def champion_version(registered_name: str):
     """The model version holding the champion alias, or None."""
-    try:
-        return MlflowClient().get_model_version_by_alias(registered_name, CHAMPION)
-    except MlflowException:
-        return None
+    return aliased_version(registered_name, CHAMPION)
 
 
 def load_champion(registered_name: str):

@@ -23,6 +23,23 @@ SMALL = synthetic.SyntheticConfig(
 )
 
 
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+SERVICES = {"PostgreSQL": ("127.0.0.1", 5432), "Redis": ("127.0.0.1", 6379)}
+
+
+def require_services(*names: str) -> None:
+    """Skip without the production profile's services; fail instead when CI requires them."""
+    for name in names or SERVICES:
+        address = SERVICES[name]
+        try:
+            socket.create_connection(address, timeout=1).close()
+        except OSError as error:
+            message = f"{name} on {address[0]}:{address[1]} unreachable ({error})"
+            if os.environ.get("OMNISHELF_REQUIRE_SERVICES") == "1":
+                pytest.fail(f"{message}; OMNISHELF_REQUIRE_SERVICES=1 requires it")
+            pytest.skip(f"{message}: the production profile needs it")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

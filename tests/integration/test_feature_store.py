@@ -8,8 +8,6 @@ OMNISHELF_REQUIRE_SERVICES=1 (CI) makes a missing service a failure.
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
 import uuid
 from datetime import timedelta
 
@@ -31,23 +29,9 @@ from features.identity import IDENTITY_KEY, resolved_tables
 from features.repo.definitions import VIEWS
 from features.settings import Settings
 from pipelines import customers, steps
-from tests.integration.conftest import SMALL
+from tests.integration.conftest import POSTGRES_URL, SMALL, require_services
 
 pytestmark = pytest.mark.integration
-
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-SERVICES = {"PostgreSQL": ("127.0.0.1", 5432), "Redis": ("127.0.0.1", 6379)}
-
-
-def require_services() -> None:
-    for name, address in SERVICES.items():
-        try:
-            socket.create_connection(address, timeout=1).close()
-        except OSError as error:
-            message = f"{name} on {address[0]}:{address[1]} unreachable ({error})"
-            if os.environ.get("OMNISHELF_REQUIRE_SERVICES") == "1":
-                pytest.fail(f"{message}; OMNISHELF_REQUIRE_SERVICES=1 requires it")
-            pytest.skip(f"{message}: the production profile needs it")
 
 
 def _profile(name: str, home) -> Settings:
