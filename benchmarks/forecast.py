@@ -44,9 +44,7 @@ from features.engineering import (  # noqa: E402
     demand_panel,
     store_product_features,
 )
-from features.settings import Settings  # noqa: E402
 from pipelines import steps  # noqa: E402
-from training import tracking  # noqa: E402
 from training.backtest import FINAL, score_table, statistical_forecasts  # noqa: E402
 from training.forecaster import DemandForecaster  # noqa: E402
 from training.metrics import wape  # noqa: E402
@@ -205,12 +203,7 @@ def main() -> None:
         figures[f"stockout_rate_{row.policy}_sl{row.service_level:.2f}"] = row.stockout_rate
         figures[f"avg_on_hand_{row.policy}_sl{row.service_level:.2f}"] = row.avg_on_hand
 
-    settings = Settings()
-    tracking.configure(
-        settings.resolved_tracking_uri, settings.experiment, settings.mlruns_dir / "artifacts"
-    )
-    steps.ingest(settings, steps.complete_journey_source())
-    steps.build_features(settings)
+    settings = steps.complete_journey_workspace()
     began = time.perf_counter()
     trained = steps.train_forecaster(settings, force=True)
     figures["train_s"] = time.perf_counter() - began

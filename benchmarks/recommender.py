@@ -26,7 +26,6 @@ sys.path.insert(0, str(ROOT))
 
 from features.contract import CUSTOMER_ID  # noqa: E402
 from features.feature_store import OnlineFeatureLookup, open_store  # noqa: E402
-from features.settings import Settings  # noqa: E402
 from pipelines import steps  # noqa: E402
 from training import tracking  # noqa: E402
 from training.recommender import FINAL, TABLE_METRICS  # noqa: E402
@@ -35,12 +34,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "recommender.json"
 
 
 def main() -> None:
-    settings = Settings()
-    tracking.configure(
-        settings.resolved_tracking_uri, settings.experiment, settings.mlruns_dir / "artifacts"
-    )
-    steps.ingest(settings, steps.complete_journey_source())
-    steps.build_features(settings)
+    settings = steps.complete_journey_workspace()
     figures: dict = {}
     for evaluation in steps.evaluate_recommender(settings, ["time_split", "next_basket"]):
         protocol, table = evaluation.protocol, evaluation.table

@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT))
 
 from features.settings import Settings  # noqa: E402
 from pipelines import steps  # noqa: E402
-from training import tracking  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "sweeps.json"
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -99,12 +98,7 @@ def parallel_figures() -> dict:
 
 
 def main() -> None:
-    settings = Settings()
-    tracking.configure(
-        settings.resolved_tracking_uri, settings.experiment, settings.mlruns_dir / "artifacts"
-    )
-    steps.ingest(settings, steps.complete_journey_source())
-    steps.build_features(settings)
+    settings = steps.complete_journey_workspace()
     only_parallel = sys.argv[1:] == ["--part", "parallel"]
     figures = json.loads(RESULTS.read_text()) if only_parallel else sweep_figures(settings)
     print(figures)

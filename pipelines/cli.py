@@ -501,7 +501,7 @@ def sweep(
             threads,
             progress=lambda text: status.update(f"[bold]sweep[/] {text}"),
         )
-    trials_table = sweeps._trial_rows(result.study).sort_values("score").head(10)
+    trials_table = sweeps.trial_table(result.study).sort_values("score").head(10)
     _print_frame(f"study {result.study.study_name}: best trials", trials_table.round(4))
     summary = {
         "trials in study": len(result.study.trials),

@@ -163,6 +163,18 @@ def complete_journey_source() -> Source:
     )
 
 
+def complete_journey_workspace() -> Settings:
+    """The default workspace (data/, mlruns/) with Complete Journey loaded and its features
+    built, tracked in its MLflow store: what the benchmarks measure on."""
+    settings = Settings()
+    tracking.configure(
+        settings.resolved_tracking_uri, settings.experiment, settings.mlruns_dir / "artifacts"
+    )
+    ingest(settings, complete_journey_source())
+    build_features(settings)
+    return settings
+
+
 def ingest(settings: Settings, source: Source, force: bool = False) -> StepResult:
     """Write the canonical tables unless the same dataset is already there."""
     began = time.perf_counter()
@@ -289,7 +301,7 @@ def holdout_tags(data: ForecastData, metric: str, score: float) -> dict[str, str
     return {"holdout": f"{data.origins[-1]:%Y-%m-%d}", "holdout_metric": metric, metric: str(score)}
 
 
-def _run_tags(info: DatasetInfo, fingerprint: str) -> dict[str, str]:
+def run_tags(info: DatasetInfo, fingerprint: str) -> dict[str, str]:
     return {
         "dataset": info.name,
         "dataset_fingerprint": fingerprint,
@@ -364,7 +376,7 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
     with mlflow.start_run(run_name="recommender"):
         mlflow.set_tags(
             {
-                **_run_tags(info, fingerprint),
+                **run_tags(info, fingerprint),
                 "model_family": "recommender",
                 "protocol": "time_split",
                 "holdout_window": evaluation.holdout.window,
@@ -384,7 +396,7 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
         registered = tracking.register(
             served,
             settings.recommender_name,
-            _run_tags(info, fingerprint) | {"serving_rules": json.dumps(SERVING_RULES)},
+            run_tags(info, fingerprint) | {"serving_rules": json.dumps(SERVING_RULES)},
         )
     return StepResult(
         "recommender",
@@ -411,7 +423,7 @@ def evaluate_recommender(settings: Settings, protocols: list[str]) -> list[Evalu
         )
         with mlflow.start_run(run_name=f"recommender-evaluation-{protocol}"):
             mlflow.set_tags(
-                _run_tags(info, fingerprint)
+                run_tags(info, fingerprint)
                 | {
                     "model_family": "recommender",
                     "protocol": protocol,
@@ -618,7 +630,7 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
         model = _forecaster(data)
         mlflow.set_tags(
             {
-                **_run_tags(data.info, fingerprint),
+                **run_tags(data.info, fingerprint),
                 "model_family": "forecaster",
                 "freq": model.freq,
                 "trained_on": f"dask {client.scheduler.address}" if client else "local",
@@ -640,7 +652,7 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
         registered = tracking.register(
             final,
             settings.forecaster_name,
-            _run_tags(data.info, fingerprint) | holdout_tags(data, HOLDOUT_METRIC, holdout),
+            run_tags(data.info, fingerprint) | holdout_tags(data, HOLDOUT_METRIC, holdout),
         )
     return StepResult(
         "forecaster",
@@ -661,7 +673,7 @@ def run_backtest(
     _, fingerprint = resolution(settings)
     with dask_client(settings) as client, mlflow.start_run(run_name="forecaster-backtest"):
         mlflow.set_tags(
-            {**_run_tags(data.info, fingerprint), "model_family": "forecaster", "kind": "backtest"}
+            {**run_tags(data.info, fingerprint), "model_family": "forecaster", "kind": "backtest"}
         )
         result, simulation, trade_off = forecast_backtest(
             data, ALL_STAT_MODELS, progress=progress, client=client

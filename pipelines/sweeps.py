@@ -77,7 +77,7 @@ def _open_study(name: str, storage: str, seed: int) -> optuna.Study:
     return study
 
 
-def _trial_rows(study: optuna.Study) -> pd.DataFrame:
+def trial_table(study: optuna.Study) -> pd.DataFrame:
     rows = [
         {"trial": t.number, "state": t.state.name, "score": t.value, **t.params}
         for t in study.trials
@@ -150,7 +150,7 @@ def sweep_forecaster(
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if progress is None:
             return
-        done = len(_trial_rows(study))
+        done = len(trial_table(study))
         elapsed = time.perf_counter() - began
         best = study.best_value if any(t.value is not None for t in study.trials) else math.nan
         eta = elapsed / max(done, 1) * max(trials - done, 0)
@@ -162,7 +162,7 @@ def sweep_forecaster(
     with mlflow.start_run(run_name=f"sweep-{name}") as parent:
         mlflow.set_tags(
             {
-                **steps._run_tags(data.info, fingerprint),
+                **steps.run_tags(data.info, fingerprint),
                 "model_family": "forecaster",
                 "kind": "sweep",
                 "study": name,
@@ -178,7 +178,7 @@ def sweep_forecaster(
         best = study.best_trial
         defaults = [t for t in finished if t.user_attrs.get("default")]
         default_score = defaults[0].value if defaults else None
-        table = _trial_rows(study)
+        table = trial_table(study)
         mlflow.log_table(table, "trials.json")
         mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
         mlflow.log_metrics(
@@ -217,7 +217,7 @@ def sweep_forecaster(
             registered = tracking.register(
                 final,
                 settings.forecaster_name,
-                steps._run_tags(data.info, fingerprint)
+                steps.run_tags(data.info, fingerprint)
                 | steps.holdout_tags(data, steps.HOLDOUT_METRIC, holdout_score)
                 | {"study": name, "trial": str(best.number), "model_family": "forecaster"},
                 alias=CHALLENGER,

@@ -33,7 +33,7 @@ from features.engineering import PERIOD, PERIOD_DAYS, UNITS
 from training.forecaster import FORECAST, QUANTILES, STEP, DemandForecaster
 from training.inventory import matched_baseline, simulate
 from training.metrics import bias, coverage, pinball_loss, rmsse, wape, wrmsse
-from training.restock import REVIEW_DAYS, cover_distribution, order_up_to_level
+from training.restock import REVIEW_DAYS, cover_distribution, order_up_to_level, step_matrices
 
 ORIGIN = "origin"
 MODEL = "model"
@@ -350,24 +350,13 @@ def cover_demand(
     origins = pd.DatetimeIndex(sorted(result.models))
     if pd.Timestamp(min(review_starts)) < origins[0]:
         raise ValueError(f"a review before the first origin {origins[0]:%Y-%m-%d} has no model")
-    index = pd.MultiIndex.from_frame(keys)
     means, stds = [], []
     for review in map(pd.Timestamp, review_starts):
         model = result.models[origins[origins.searchsorted(review, "right") - 1]]
         at_review = keys.merge(features[stamp == review], on=[STORE_ID, PRODUCT_ID], how="left")
-        predicted = model.predict(at_review, promotions)
-        wide = {
-            name: predicted.pivot_table(index=[STORE_ID, PRODUCT_ID], columns=STEP, values=name)
-            .reindex(index)
-            .to_numpy()
-            for name in (FORECAST, "p10", "p90")
-        }
+        mean, p10, p90 = step_matrices(model.predict(at_review, promotions), keys)
         mean, std = cover_distribution(
-            wide[FORECAST],
-            wide["p10"],
-            wide["p90"],
-            PERIOD_DAYS[model.freq],
-            lead_time_days + REVIEW_DAYS,
+            mean, p10, p90, PERIOD_DAYS[model.freq], lead_time_days + REVIEW_DAYS
         )
         means.append(mean)
         stds.append(std)

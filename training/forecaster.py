@@ -215,9 +215,9 @@ class DemandForecaster:
         return dd.from_delayed(parts, meta=parts[0].result().iloc[:0], verify_meta=False)
 
     def _train(self, rows, client=None) -> lgb.Booster:
-        label = rows[UNITS] / rows["level"]
         if client is None:
-            data = lgb.Dataset(self._matrix(rows), label=label.to_numpy())
+            label = rows[UNITS].to_numpy() / rows["level"].to_numpy()
+            data = lgb.Dataset(self._matrix(rows), label=label)
             return lgb.train(self.params, data, num_boost_round=self.num_boost_round)
         # lightgbm.dask refuses empty partitions, which a filter on dates leaves behind.
         lengths = rows.map_partitions(len).compute()

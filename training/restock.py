@@ -215,6 +215,19 @@ ORDER_COLUMNS = [
 ]
 
 
+def step_matrices(
+    predicted: pd.DataFrame, keys: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The forecaster's long output as (series x step) mean, P10 and P90, rows in `keys`' order."""
+    index = pd.MultiIndex.from_frame(keys[[STORE_ID, PRODUCT_ID]])
+    return tuple(
+        predicted.pivot_table(index=[STORE_ID, PRODUCT_ID], columns=STEP, values=name)
+        .reindex(index)
+        .to_numpy()
+        for name in (FORECAST, "p10", "p90")
+    )
+
+
 def plan_orders(
     forecaster: DemandForecaster,
     at_origin: pd.DataFrame,
@@ -233,17 +246,11 @@ def plan_orders(
         ORDER_COLUMNS, one row per series in the order of `at_origin`.
     """
     predicted = forecaster.predict(at_origin, promotions)
-    keys = pd.MultiIndex.from_frame(at_origin[[STORE_ID, PRODUCT_ID]])
-    wide = {
-        name: predicted.pivot_table(index=[STORE_ID, PRODUCT_ID], columns=STEP, values=name)
-        .reindex(keys)
-        .to_numpy()
-        for name in (FORECAST, "p10", "p90")
-    }
+    mean, p10, p90 = step_matrices(predicted, at_origin[[STORE_ID, PRODUCT_ID]])
     result = order_quantities(
-        wide[FORECAST],
-        wide["p10"],
-        wide["p90"],
+        mean,
+        p10,
+        p90,
         PERIOD_DAYS[forecaster.freq],
         on_hand=at_origin["on_hand"].to_numpy(float),
         on_order=at_origin["on_order"].to_numpy(float),
