@@ -4,6 +4,8 @@ VENV ?= .venv
 UV_VERSION = 0.13.8
 BIN = $(VENV)/bin
 ARGS ?=
+CHROMEDRIVER = /usr/bin/chromedriver
+SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 # Taken when make starts, so the demo's wall time includes the install.
 STARTED := $(shell date +%s.%N)
 
@@ -20,8 +22,14 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 demo: $(VENV)/.installed
 	$(BIN)/omnishelf demo --started-at $(STARTED) $(ARGS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(CHROMEDRIVER)
 	$(BIN)/python -m pytest $(ARGS)
+
+# The report page's browser test drives Debian's Chromium through its ChromeDriver; Debian's
+# packages are one of the machine's registries, and root (or sudo) installs them once.
+$(CHROMEDRIVER):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -171,7 +171,7 @@ def main() -> None:
         figures[f"wrmsse_{model}"] = float(value)
 
     began = time.perf_counter()
-    result, simulation, trade_off = steps.forecast_backtest(data, PROTOCOL_MODELS)
+    result, simulation, trade_off, _ = steps.forecast_backtest(data, PROTOCOL_MODELS)
     print(f"\nRolling origins {[f'{o:%Y-%m-%d}' for o in data.origins]}:")
     print(result.table.round(4).to_string())
     print("\nRestock replay, 95 % service level, baseline at matched stock:")

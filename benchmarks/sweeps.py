@@ -67,7 +67,7 @@ def sweep_figures(settings: Settings) -> dict:
 
     study = f"benchmark-{uuid.uuid4().hex[:8]}"
     began = time.perf_counter()
-    result = sweeps.sweep_forecaster(settings, TRIALS, study_name=study)
+    result = sweeps.sweep(settings, "forecaster", TRIALS, study_name=study)
     return {
         "sweep_30_trials_s": round(time.perf_counter() - began, 1),
         "default_score": round(result.default_score, 4),

@@ -39,6 +39,21 @@ class Settings(BaseSettings):
     # on several processes or machines share one study.
     optuna_storage: str | None = None
 
+    # KPI report alerts, `metric op number`, checked on every scope the metric is measured on
+    # (each store and all stores, each feature view, each champion); JSON list in the env var.
+    alerts: list[str] = [
+        "stockout_rate > 0.20",
+        "fill_rate < 0.90",
+        "feature_age_days > 2",
+        "p90_coverage < 0.85",
+        "recall_at_10 < 0.05",
+    ]
+
+    # Service: how often it checks whether a `champion` alias moved (then loads and swaps in the
+    # new version); and an API key that, when set, every API call must send as `X-API-Key`.
+    reload_seconds: float = Field(30.0, gt=0)
+    api_key: str | None = Field(None, repr=False)
+
     # Salt of the phone/email hashes made at import; required when raw contacts are imported.
     identity_salt: str | None = Field(None, repr=False)
 

@@ -471,7 +471,7 @@ def restock(
 
 @app.command()
 def sweep(
-    model: Annotated[str, typer.Argument(help="forecaster")],
+    model: Annotated[str, typer.Argument(help="recommender or forecaster")],
     trials: Annotated[int, typer.Option(min=1, max=10_000, help="trials this worker runs")] = 20,
     timeout: Annotated[float | None, typer.Option(min=1, help="stop after S seconds")] = None,
     study: Annotated[str | None, typer.Option(help="study name; default from the data")] = None,
@@ -485,36 +485,76 @@ def sweep(
 
     from pipelines import steps, sweeps
 
-    if model != "forecaster":
-        raise typer.BadParameter(
-            "only forecaster sweeps exist; the recommender's is not built yet", param_hint="MODEL"
-        )
+    if model not in ("recommender", "forecaster"):
+        raise typer.BadParameter("recommender or forecaster", param_hint="MODEL")
     settings = _settings()
     steps.require_current_features(settings)
-    with console.status("[bold]sweep[/] starting ...") as status:
-        result = sweeps.sweep_forecaster(
+    with console.status(f"[bold]sweep {model}[/] preparing ...") as status:
+        result = sweeps.sweep(
             settings,
+            model,
             trials,
             timeout,
             study,
             seed,
             threads,
-            progress=lambda text: status.update(f"[bold]sweep[/] {text}"),
+            progress=lambda text: status.update(f"[bold]sweep {model}[/] {text}"),
         )
-    trials_table = sweeps.trial_table(result.study).sort_values("score").head(10)
-    _print_frame(f"study {result.study.study_name}: best trials", trials_table.round(4))
+    best_first = result.study.direction.name == "MINIMIZE"
+    trials_table = sweeps.trial_table(result.study).sort_values("score", ascending=best_first)
+    _print_frame(f"study {result.study.study_name}: best trials", trials_table.head(10).round(4))
     summary = {
         "trials in study": len(result.study.trials),
-        "default validation WRMSSE": "-"
+        f"default {result.score_name}": "-"
         if result.default_score is None
         else round(result.default_score, 4),
-        "best validation WRMSSE": round(result.best_score, 4),
-        "best on the holdout": round(result.holdout_score, 4),
+        f"best {result.score_name}": round(result.best_score, 4),
+        f"best: {result.holdout_metric} on the holdout": round(result.holdout_score, 4),
         "challenger": f"v{result.registered}" if result.registered else "already registered",
         "seconds": round(result.seconds, 1),
     }
     _print_frame("sweep", pd.DataFrame([summary]))
-    console.print(f"promote it with: omnishelf models promote {settings.forecaster_name}")
+    name = settings.forecaster_name if model == "forecaster" else settings.recommender_name
+    console.print(f"promote it with: omnishelf models promote {name}")
+
+
+@app.command()
+def report(
+    date: Annotated[
+        str | None, typer.Option(help="report day, YYYY-MM-DD; default the last")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="folder; default data/reports/DAY")] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="exit with code 1 when an alert rule is breached")
+    ] = False,
+) -> None:
+    """KPI report: a self-contained HTML page with stock, customer and model figures, the same
+    numbers as CSV/JSON, alert rules (OMNISHELF_ALERTS) checked and the page logged to MLflow."""
+    import pandas as pd
+
+    from pipelines import report as reporting
+    from pipelines import steps
+
+    settings = _settings()
+    steps.require_current_features(settings)
+    try:
+        day = pd.Timestamp(date) if date is not None else None
+    except ValueError as error:
+        raise typer.BadParameter(f"{date!r} is not a date (YYYY-MM-DD)", param_hint="--date") from (
+            error
+        )
+    with console.status("[bold]report[/] computing ..."):
+        built = reporting.build_report(settings, day)
+        folder = out or settings.data_dir / "reports" / f"{built.day:%Y-%m-%d}"
+        files = reporting.write_report(built, folder)
+        run_id = reporting.log_report(built, folder)
+    summary = {k: round(v, 4) if isinstance(v, float) else v for k, v in built.summary().items()}
+    _print_frame("report", pd.DataFrame([summary]))
+    if not built.alerts.empty:
+        _print_frame("alerts", built.alerts.round(4))
+    console.print(f"page: {files['html']}\nMLflow run: {run_id}")
+    if check and not built.alerts.empty:
+        raise typer.Exit(1)
 
 
 @runs_app.command("compare")

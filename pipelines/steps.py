@@ -100,6 +100,9 @@ MIN_HISTORY_PERIODS = 4  # origins before this have too little history to learn 
 # Metrics shown in summaries and demo.json.
 RECOMMENDER_HEADLINE = ("omnishelf_recall_at_10", "best_baseline_recall_at_10")
 HOLDOUT_METRIC = "holdout_wrmsse"  # lower is better; the promotion gate of forecasters
+RECOMMENDER_HOLDOUT_METRIC = "omnishelf_recall_at_10"  # higher is better; the recommenders' gate
+# Forecaster run artifact: the policy's replay per series, which the KPI report breaks down.
+REPLAY_BY_SERIES = "replay_by_series.json"
 FORECASTER_HEADLINE = ("wrmsse_final", "wrmsse_best_stat", "p90_coverage", "stockout_rate_ratio")
 # AutoETS takes ~60 ms per daily series: `omnishelf backtest` runs it, training does without.
 STEP_STAT_MODELS = ("seasonal_naive", "moving_average", "CrostonOptimized", "ADIDA")
@@ -296,9 +299,9 @@ def holdout_score(data: ForecastData, result: Backtest) -> float:
     return float(score_table(last, data.panel, data.info.freq).loc[FINAL, "wrmsse"])
 
 
-def holdout_tags(data: ForecastData, metric: str, score: float) -> dict[str, str]:
+def holdout_tags(holdout: str, metric: str, score: float) -> dict[str, str]:
     """Registry tags that let `omnishelf models promote` check two versions met the same test."""
-    return {"holdout": f"{data.origins[-1]:%Y-%m-%d}", "holdout_metric": metric, metric: str(score)}
+    return {"holdout": holdout, "holdout_metric": metric, metric: str(score)}
 
 
 def run_tags(info: DatasetInfo, fingerprint: str) -> dict[str, str]:
@@ -396,7 +399,13 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
         registered = tracking.register(
             served,
             settings.recommender_name,
-            run_tags(info, fingerprint) | {"serving_rules": json.dumps(SERVING_RULES)},
+            run_tags(info, fingerprint)
+            | holdout_tags(
+                evaluation.holdout.window,
+                RECOMMENDER_HOLDOUT_METRIC,
+                metrics[RECOMMENDER_HOLDOUT_METRIC],
+            )
+            | {"serving_rules": json.dumps(SERVING_RULES), "model_family": "recommender"},
         )
     return StepResult(
         "recommender",
@@ -508,12 +517,13 @@ def forecast_backtest(
     service_levels: tuple[float, ...] = SERVICE_LEVELS,
     progress: Callable[[str], None] | None = None,
     client=None,
-) -> tuple[Backtest, pd.DataFrame, pd.DataFrame]:
+) -> tuple[Backtest, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Rolling-origin backtest, then the restock replay over the same windows.
 
     Returns:
         The backtest; the replay at SERVICE_LEVEL (omnishelf vs the baseline at matched stock);
-        and the replay at every service level, for the stock vs stockout trade-off.
+        the replay at every service level, for the stock vs stockout trade-off; and the
+        policy's replay at SERVICE_LEVEL per series (store_id, product_id, stockout_days, ...).
     """
     promotions, calendar = data.tables.get("promotions"), data.tables.get("calendar")
     result = backtest(
@@ -539,8 +549,12 @@ def forecast_backtest(
         level: replay_restock(policy_order_up_to(mean, std, level), demand, history_days, lead)
         for level in service_levels
     }
-    trade_off = pd.concat(by_level, names=["service_level"]).reset_index()
-    return result, by_level[SERVICE_LEVEL], trade_off
+    trade_off = pd.concat(
+        {level: table for level, (table, _) in by_level.items()}, names=["service_level"]
+    ).reset_index()
+    simulation, by_series = by_level[SERVICE_LEVEL]
+    by_series = pd.concat([data.keys.reset_index(drop=True), by_series], axis=1)
+    return result, simulation, trade_off, by_series
 
 
 def _lead_times(tables: dict[str, pd.DataFrame], keys: pd.DataFrame) -> np.ndarray:
@@ -581,7 +595,11 @@ def forecaster_metrics(result: Backtest, simulation: pd.DataFrame) -> dict[str, 
 
 
 def log_forecaster_backtest(
-    data: ForecastData, result: Backtest, simulation: pd.DataFrame, trade_off: pd.DataFrame
+    data: ForecastData,
+    result: Backtest,
+    simulation: pd.DataFrame,
+    trade_off: pd.DataFrame,
+    by_series: pd.DataFrame,
 ) -> dict:
     """Metrics, tables and figures of one backtest in the active MLflow run."""
     metrics = forecaster_metrics(result, simulation)
@@ -596,6 +614,7 @@ def log_forecaster_backtest(
     mlflow.log_table(result.table.reset_index(), "backtest_table.json")
     mlflow.log_table(simulation.reset_index(), "inventory_simulation.json")
     mlflow.log_table(trade_off, "stock_vs_stockouts.json")
+    mlflow.log_table(by_series, REPLAY_BY_SERIES)
     last = data.origins[-1]
     scored = result.scored[result.scored["origin"] == last]
     history = data.panel[
@@ -639,8 +658,10 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
         mlflow.log_params(
             model.params | {"num_boost_round": model.num_boost_round, "horizon": model.horizon}
         )
-        result, simulation, trade_off = forecast_backtest(data, STEP_STAT_MODELS, client=client)
-        metrics = log_forecaster_backtest(data, result, simulation, trade_off)
+        result, simulation, trade_off, by_series = forecast_backtest(
+            data, STEP_STAT_MODELS, client=client
+        )
+        metrics = log_forecaster_backtest(data, result, simulation, trade_off, by_series)
         holdout = holdout_score(data, result)
         mlflow.log_metric(HOLDOUT_METRIC, holdout)
         promotions, calendar = data.tables.get("promotions"), data.tables.get("calendar")
@@ -652,7 +673,9 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
         registered = tracking.register(
             final,
             settings.forecaster_name,
-            run_tags(data.info, fingerprint) | holdout_tags(data, HOLDOUT_METRIC, holdout),
+            run_tags(data.info, fingerprint)
+            | holdout_tags(f"{data.origins[-1]:%Y-%m-%d}", HOLDOUT_METRIC, holdout)
+            | {"model_family": "forecaster"},
         )
     return StepResult(
         "forecaster",
@@ -675,10 +698,10 @@ def run_backtest(
         mlflow.set_tags(
             {**run_tags(data.info, fingerprint), "model_family": "forecaster", "kind": "backtest"}
         )
-        result, simulation, trade_off = forecast_backtest(
+        result, simulation, trade_off, by_series = forecast_backtest(
             data, ALL_STAT_MODELS, progress=progress, client=client
         )
-        log_forecaster_backtest(data, result, simulation, trade_off)
+        log_forecaster_backtest(data, result, simulation, trade_off, by_series)
     return result, simulation, trade_off
 
 
@@ -730,6 +753,8 @@ def restock_orders(
     """Order lines for every active store x product of the champion forecaster on `date` (the
     day after the data by default): features as of that morning, stock from `stock_file`, else
     the inventory snapshot of that day, else 0 (flagged `stock_known` False)."""
+    # A bad stock file is named before the (slow) model load.
+    given = read_stock_file(stock_file) if stock_file is not None else None
     model, _ = tracking.load_champion(settings.forecaster_name)
     date = pd.Timestamp(date) if date is not None else model.next_origin_
     tables = load_tables(settings.tables_dir, ["products", "stores", "promotions", "inventory"])
@@ -737,8 +762,8 @@ def restock_orders(
     at = historical_features(
         open_store(settings), "demand_v1", keys.assign(**{EVENT_TIMESTAMP: date})
     )
-    if stock_file is not None:
-        stock = read_stock_file(stock_file)
+    if given is not None:
+        stock = given
     elif "inventory" in tables:
         snapshot = tables["inventory"]
         stock = snapshot.loc[snapshot[DATE] == date, [STORE_ID, PRODUCT_ID, "on_hand"]]

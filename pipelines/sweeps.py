@@ -1,6 +1,6 @@
 """Optuna sweeps, run comparison and promotion: experiments a team can launch, review and ship.
 
-A sweep tunes on validation windows (the backtest windows before the last one) and keeps the last
+A sweep tunes on validation windows (the time windows before the last one) and keeps the last
 window as the holdout on which champion and challenger are compared. Every trial is a nested
 MLflow run under one parent; the study lives in Optuna's RDB storage, so the same command started
 on several processes or machines adds trials to one study.
@@ -9,6 +9,7 @@ on several processes or machines adds trials to one study.
 from __future__ import annotations
 
 import getpass
+import json
 import math
 import os
 import socket
@@ -23,35 +24,77 @@ import optuna
 import pandas as pd
 from mlflow import MlflowClient
 
+from features.dataset import load_info
 from features.identity import resolution
 from features.settings import Settings
 from pipelines import steps
 from training import tracking
 from training.backtest import FINAL, backtest
-from training.sweeps import forecaster_defaults, forecaster_from, forecaster_space
+from training.evaluation import TEST_DAYS, split
+from training.metrics import recall_at_k
+from training.recommender import (
+    SERVING_RULES,
+    TRAINING_HOLDOUTS,
+    NextBestProduct,
+    earlier_holdouts,
+    fit_ranker,
+    ranked_lists,
+    window_rows,
+)
+from training.sweeps import (
+    forecaster_defaults,
+    forecaster_from,
+    forecaster_space,
+    ranker_from,
+    recommender_defaults,
+    recommender_space,
+)
 
 CHALLENGER = "challenger"
 # Which metric decides a promotion, and which way is better, by model family.
 GATES = {
     "forecaster": (steps.HOLDOUT_METRIC, "min"),
-    "recommender": ("omnishelf_recall_at_10", "max"),
+    "recommender": (steps.RECOMMENDER_HOLDOUT_METRIC, "max"),
 }
 PRUNER_STARTUP_TRIALS = 5
+PROTOCOL = "time_split"  # the recommender's, as in `omnishelf train`
+VALIDATION_WINDOWS = 2  # recommender: time-split windows before the holdout that trials score on
+
+
+@dataclass
+class Tuning:
+    """What a sweep of one model family needs. Trials score a configuration on the validation
+    windows one at a time (the pruner's steps); the best is scored on the holdout, which no
+    trial saw, and registered."""
+
+    family: str
+    space: Callable[[optuna.Trial], dict]
+    defaults: dict  # the untuned configuration, the study's first trial
+    direction: str  # "minimize" or "maximize"
+    score_name: str  # validation_<metric>, the mean over the windows scored so far
+    windows: int
+    score: Callable[[dict, int], float]  # configuration, validation window -> score
+    holdout_metric: str  # the promotion gate's metric, logged under the same name on champions
+    holdout_score: Callable[[dict], float]
+    register: Callable[[dict, dict[str, str]], str]  # configuration, tags -> challenger version
+    tags: dict[str, str]  # data window, fingerprint, code version, validation windows, holdout
 
 
 @dataclass
 class SweepResult:
     study: optuna.Study
+    score_name: str
     default_score: float | None  # the untuned configuration's validation score, if it ran
     best_score: float
     best_params: dict
+    holdout_metric: str
     holdout_score: float  # the best configuration refit before the holdout, scored on it
     registered: str | None  # the challenger version, None when another worker registered it
     seconds: float
     parent_run_id: str
 
 
-def _open_study(name: str, storage: str, seed: int) -> optuna.Study:
+def _open_study(name: str, storage: str, seed: int, tuning: Tuning) -> optuna.Study:
     """Create the study, or join it if another worker did. Creating is atomic in the storage
     (the name is unique), so exactly one worker enqueues the default configuration and draws
     from `seed`; the others draw from seeds of their own, or they would propose the same
@@ -61,20 +104,33 @@ def _open_study(name: str, storage: str, seed: int) -> optuna.Study:
         study = optuna.create_study(
             study_name=name,
             storage=storage,
-            direction="minimize",
+            direction=tuning.direction,
             sampler=optuna.samplers.TPESampler(seed=seed),
             pruner=pruner,
         )
     except optuna.exceptions.DuplicatedStudyError:
         worker = hash((socket.gethostname(), os.getpid())) % 100_000
-        return optuna.load_study(
+        study = optuna.load_study(
             study_name=name,
             storage=storage,
             sampler=optuna.samplers.TPESampler(seed=seed + 1 + worker),
             pruner=pruner,
         )
-    study.enqueue_trial(forecaster_defaults(), user_attrs={"default": True})
+    else:
+        study.set_user_attr("model_family", tuning.family)
+        study.enqueue_trial(tuning.defaults, user_attrs={"default": True})
     return study
+
+
+def _require_family(name: str, storage: str, family: str) -> None:
+    """Refuse to add trials of one model family to another's study, before any work."""
+    try:
+        existing = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return  # no such study yet
+    other = existing.user_attrs.get("model_family", family)
+    if other != family:
+        raise ValueError(f"study {name} tunes the {other}: name another study")
 
 
 def trial_table(study: optuna.Study) -> pd.DataFrame:
@@ -86,8 +142,122 @@ def trial_table(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def sweep_forecaster(
+def forecaster_tuning(settings: Settings, threads: int) -> Tuning:
+    """Validation windows: the backtest origins before the last; the last is the holdout."""
+    data = steps.forecast_data(settings)
+    _, fingerprint = resolution(settings)
+    validation, holdout = data.origins[:-1], data.origins[-1]
+    promotions, calendar = data.tables.get("promotions"), data.tables.get("calendar")
+    freq, country = data.info.freq, data.info.country
+
+    def wrmsse(config: dict, origin: pd.Timestamp, quantiles: bool) -> float:
+        result = backtest(
+            lambda: forecaster_from(freq, country, config, threads, quantiles=quantiles),
+            data.panel,
+            data.features,
+            freq,
+            [origin],
+            promotions,
+            calendar,
+            stat_models=(),
+        )
+        return float(result.table.loc[FINAL, "wrmsse"])
+
+    def register(config: dict, tags: dict[str, str]) -> str:
+        final = forecaster_from(freq, country, config, threads).fit(
+            data.features, data.panel, promotions, calendar
+        )
+        return tracking.register(final, settings.forecaster_name, tags, alias=CHALLENGER)
+
+    return Tuning(
+        family="forecaster",
+        space=forecaster_space,
+        defaults=forecaster_defaults(),
+        direction="minimize",
+        score_name="validation_wrmsse",
+        windows=len(validation),
+        score=lambda config, step: wrmsse(config, validation[step], quantiles=False),
+        holdout_metric=steps.HOLDOUT_METRIC,
+        holdout_score=lambda config: wrmsse(config, holdout, quantiles=True),
+        register=register,
+        tags=steps.run_tags(data.info, fingerprint)
+        | {
+            "validation_windows": ",".join(f"{o:%Y-%m-%d}" for o in validation),
+            "holdout": f"{holdout:%Y-%m-%d}",
+        },
+    )
+
+
+def recommender_tuning(
+    settings: Settings, threads: int, progress: Callable[[str], None] | None = None
+) -> Tuning:
+    """Validation windows: the time-split windows before the holdout, each scored by a ranker
+    learned on the windows before it. Candidate rows are built once per window; a trial only
+    refits the ranker. The holdout is `omnishelf train`'s, so champion and challenger meet
+    the same test."""
+    info = load_info(settings.tables_dir)
+    _, fingerprint = resolution(settings)
+    tables = steps.resolved_tables(settings, ["transactions", "products"])[0]
+    transactions, products = tables["transactions"], tables["products"]
+    learn_from = TRAINING_HOLDOUTS[PROTOCOL]
+    holdout = split(transactions, PROTOCOL)
+    found = [holdout, *earlier_holdouts(holdout, VALIDATION_WINDOWS + learn_from)]
+    # A validation window needs at least one earlier window to learn from.
+    validation = min(VALIDATION_WINDOWS, len(found) - 2)
+    if validation < 1 or len(holdout.customers) == 0:
+        raise ValueError(
+            f"the history holds {len(found)} {PROTOCOL} windows of {TEST_DAYS} days; a "
+            "recommender sweep needs 3 (a holdout, a validation window and one to learn from)"
+        )
+    lookup = steps.offline_lookup(settings)
+    windows = []
+    for number, window in enumerate(found, 1):
+        if progress is not None:
+            progress(f"candidate rows of window {number} of {len(found)}")
+        windows.append(window_rows(window, products, lookup))
+    fitted: dict = {}  # the holdout's ranker, kept for registering it
+
+    def ranker_before(config: dict, first: int):
+        return fit_ranker(windows[first : first + learn_from], *ranker_from(config, threads))
+
+    def score(config: dict, step: int) -> float:
+        ranker, _ = ranker_before(config, step + 2)
+        window = windows[step + 1]
+        return recall_at_k(window.holdout.relevant, ranked_lists(ranker, window, 10), 10)
+
+    def holdout_score(config: dict) -> float:
+        fitted[repr(config)] = ranker, reminders = ranker_before(config, 1)
+        return recall_at_k(holdout.relevant, ranked_lists(ranker, windows[0], 10), 10)
+
+    def register(config: dict, tags: dict[str, str]) -> str:
+        ranker, reminders = fitted.get(repr(config)) or ranker_before(config, 1)
+        served = NextBestProduct(ranker, reminders).fit(transactions, products)
+        tags = tags | {"serving_rules": json.dumps(SERVING_RULES)}
+        return tracking.register(served, settings.recommender_name, tags, alias=CHALLENGER)
+
+    return Tuning(
+        family="recommender",
+        space=recommender_space,
+        defaults=recommender_defaults(),
+        direction="maximize",
+        score_name="validation_recall_at_10",
+        windows=validation,
+        score=score,
+        holdout_metric=steps.RECOMMENDER_HOLDOUT_METRIC,
+        holdout_score=holdout_score,
+        register=register,
+        tags=steps.run_tags(info, fingerprint)
+        | {
+            "protocol": PROTOCOL,
+            "validation_windows": ",".join(w.holdout.window for w in windows[1 : validation + 1]),
+            "holdout": holdout.window,
+        },
+    )
+
+
+def sweep(
     settings: Settings,
+    family: str,
     trials: int,
     timeout: float | None = None,
     study_name: str | None = None,
@@ -95,57 +265,41 @@ def sweep_forecaster(
     threads: int = 2,
     progress: Callable[[str], None] | None = None,
 ) -> SweepResult:
-    """TPE over `forecaster_space` with median pruning after each validation window; the best
+    """TPE over the family's space with median pruning after each validation window; the best
     configuration is refit, scored on the holdout and registered as `challenger`."""
     began = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress line says it all
-    data = steps.forecast_data(settings)
     _, fingerprint = resolution(settings)
-    validation, holdout = data.origins[:-1], data.origins[-1]
-    promotions, calendar = data.tables.get("promotions"), data.tables.get("calendar")
-    freq, country = data.info.freq, data.info.country
-    name = study_name or f"forecaster-{fingerprint[:12]}"
+    name = study_name or f"{family}-{fingerprint[:12]}"
     storage = settings.resolved_optuna_storage
-    study = _open_study(name, storage, seed)
+    _require_family(name, storage, family)
+    if family == "forecaster":
+        tuning = forecaster_tuning(settings, threads)
+    elif family == "recommender":
+        tuning = recommender_tuning(settings, threads, progress)
+    else:
+        raise ValueError(f"no sweep for {family!r}: forecaster or recommender")
+    study = _open_study(name, storage, seed, tuning)
     before_me = sum(t.state.is_finished() for t in study.trials)
     mine: set[int] = set()  # trials this worker ran: the one that ran the best registers it
 
-    def validation_score(config: dict, trial: optuna.Trial | None = None) -> float:
-        scores = []
-        for step, origin in enumerate(validation):
-            result = backtest(
-                lambda: forecaster_from(freq, country, config, threads, quantiles=False),
-                data.panel,
-                data.features,
-                freq,
-                [origin],
-                promotions,
-                calendar,
-                stat_models=(),
-            )
-            scores.append(float(result.table.loc[FINAL, "wrmsse"]))
-            mlflow.log_metric("validation_wrmsse", float(np.mean(scores)), step=step)
-            if trial is not None:
-                trial.report(float(np.mean(scores)), step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
-        return float(np.mean(scores))
-
     def objective(trial: optuna.Trial) -> float:
         mine.add(trial.number)
-        config = forecaster_space(trial)
+        config = tuning.space(trial)
         with mlflow.start_run(run_name=f"{name}-trial-{trial.number}", nested=True):
-            mlflow.set_tags(
-                {"study": name, "trial": str(trial.number), "model_family": "forecaster"}
-            )
+            mlflow.set_tags({"study": name, "trial": str(trial.number), "model_family": family})
             mlflow.log_params(config)
-            try:
-                score = validation_score(config, trial)
-            except optuna.TrialPruned:
-                mlflow.set_tag("state", "pruned")
-                raise
+            scores = []
+            for step in range(tuning.windows):
+                scores.append(tuning.score(config, step))
+                mean = float(np.mean(scores))
+                mlflow.log_metric(tuning.score_name, mean, step=step)
+                trial.report(mean, step)
+                if trial.should_prune():
+                    mlflow.set_tag("state", "pruned")
+                    raise optuna.TrialPruned()
             mlflow.set_tag("state", "complete")
-            return score
+            return mean
 
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if progress is None:
@@ -161,14 +315,12 @@ def sweep_forecaster(
 
     with mlflow.start_run(run_name=f"sweep-{name}") as parent:
         mlflow.set_tags(
-            {
-                **steps.run_tags(data.info, fingerprint),
-                "model_family": "forecaster",
+            tuning.tags
+            | {
+                "model_family": family,
                 "kind": "sweep",
                 "study": name,
                 "optuna_storage": storage.split("@")[-1],
-                "validation_origins": ",".join(f"{o:%Y-%m-%d}" for o in validation),
-                "holdout": f"{holdout:%Y-%m-%d}",
             }
         )
         study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[report])
@@ -180,29 +332,19 @@ def sweep_forecaster(
         default_score = defaults[0].value if defaults else None
         table = trial_table(study)
         mlflow.log_table(table, "trials.json")
-        mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
+        mlflow.log_dict(best.params, "best_config.json")
         mlflow.log_metrics(
             {
-                "best_validation_wrmsse": best.value,
+                f"best_{tuning.score_name}": best.value,
                 "trials": len(table),
                 "pruned": int((table["state"] == "PRUNED").sum()),
             }
-            | ({"default_validation_wrmsse": default_score} if default_score is not None else {})
+            | ({f"default_{tuning.score_name}": default_score} if default_score is not None else {})
         )
-        holdout_result = backtest(
-            lambda: forecaster_from(freq, country, best.params, threads),
-            data.panel,
-            data.features,
-            freq,
-            [holdout],
-            promotions,
-            calendar,
-            stat_models=(),
-        )
-        holdout_score = float(holdout_result.table.loc[FINAL, "wrmsse"])
-        mlflow.log_metric(steps.HOLDOUT_METRIC, holdout_score)
+        holdout_score = tuning.holdout_score(best.params)
+        mlflow.log_metric(tuning.holdout_metric, holdout_score)
         registered = None
-        current = tracking.aliased_version(settings.forecaster_name, CHALLENGER)
+        current = tracking.aliased_version(_registered_name(settings, family), CHALLENGER)
         already = (
             current is not None
             and current.tags.get("study") == name
@@ -211,27 +353,28 @@ def sweep_forecaster(
         # Workers sharing the study finish together: only the one that ran the best trial
         # registers it (or any, when an earlier session of the study finished it).
         if not already and (best.number in mine or best.number < before_me):
-            final = forecaster_from(freq, country, best.params, threads).fit(
-                data.features, data.panel, promotions, calendar
-            )
-            registered = tracking.register(
-                final,
-                settings.forecaster_name,
-                steps.run_tags(data.info, fingerprint)
-                | steps.holdout_tags(data, steps.HOLDOUT_METRIC, holdout_score)
-                | {"study": name, "trial": str(best.number), "model_family": "forecaster"},
-                alias=CHALLENGER,
+            registered = tuning.register(
+                best.params,
+                tuning.tags
+                | steps.holdout_tags(tuning.tags["holdout"], tuning.holdout_metric, holdout_score)
+                | {"study": name, "trial": str(best.number), "model_family": family},
             )
     return SweepResult(
         study,
+        tuning.score_name,
         default_score,
         float(best.value),
         best.params,
+        tuning.holdout_metric,
         holdout_score,
         registered,
         time.perf_counter() - began,
         parent.info.run_id,
     )
+
+
+def _registered_name(settings: Settings, family: str) -> str:
+    return settings.forecaster_name if family == "forecaster" else settings.recommender_name
 
 
 # ---- review -----------------------------------------------------------------------------------

@@ -212,3 +212,49 @@ class RestockResponse(BaseModel):
         [], description="products whose features are older than their TTL: treat with care"
     )
     model_version: str
+
+
+MAX_BATCH_PAIRS = 10_000
+
+
+class RestockPair(BaseModel):
+    store_id: int = Field(..., ge=0, le=MAX_ID)
+    product_id: int = Field(..., ge=0, le=MAX_ID)
+    on_hand: NonNegative = Field(..., description="units on hand, not negative")
+    on_order: NonNegative = Field(0.0, description="units ordered and not yet delivered")
+    lead_time_days: int = Field(2, ge=0, le=21)
+    pack_size: int = Field(1, ge=1, le=10_000, description="units per supplier pack")
+    min_order_qty: int = Field(0, ge=0, le=1_000_000, description="supplier minimum order")
+
+
+def _unique_pairs(pairs: list[RestockPair]) -> list[RestockPair]:
+    seen = Counter((p.store_id, p.product_id) for p in pairs)
+    repeated = sorted(pair for pair, n in seen.items() if n > 1)
+    if repeated:
+        raise ValueError(f"pairs must not repeat a store x product; repeated: {repeated[:10]}")
+    return pairs
+
+
+class RestockBatchRequest(BaseModel):
+    """Order quantities for many stores at once, as a replenishment job sends them."""
+
+    pairs: Annotated[
+        list[RestockPair],
+        Field(min_length=1, max_length=MAX_BATCH_PAIRS),
+        AfterValidator(_unique_pairs),
+    ]
+    service_level: float = Field(0.95, gt=0.5, le=0.999)
+
+
+class RestockBatchLine(RestockLine):
+    store_id: int
+    lead_time_days: int
+
+
+class RestockBatchResponse(BaseModel):
+    service_level: float
+    orders: list[RestockBatchLine]
+    stale_pairs: list[tuple[int, int]] = Field(
+        [], description="store x product pairs whose features are older than their TTL"
+    )
+    model_version: str

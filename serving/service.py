@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 import bentoml
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
+from serving.guard import RequestGuard
 from serving.schemas import (
     ForecastRequest,
     ForecastResponse,
     RecommendRequest,
     RecommendResponse,
+    RestockBatchRequest,
+    RestockBatchResponse,
     RestockRequest,
     RestockResponse,
 )
@@ -42,7 +48,7 @@ with bentoml.importing():
     from training import tracking
     from training.forecaster import FORECAST
     from training.recommender import cycle_reason
-    from training.restock import plan_orders
+    from training.restock import ORDER_COLUMNS, plan_orders
 
 log = logging.getLogger(__name__)
 # Views whose newest stamp is "now" on the data clock (identities are stamped when resolved).
@@ -54,8 +60,47 @@ def _stale(features: pd.DataFrame) -> list[int]:
     return [int(p) for p in features.loc[features["stale"], PRODUCT_ID]]
 
 
+# What a restock batch pair adds to the forecaster's inputs for `plan_orders`.
+RESTOCK_INPUTS = ("on_hand", "on_order", "lead_time_days", "pack_size", "min_order_qty")
+
+
+def model_inputs(model, features: pd.DataFrame) -> pd.DataFrame:
+    """The columns a forecaster reads, from online features as of its origin."""
+    return features[[STORE_ID, PRODUCT_ID, EVENT_TIMESTAMP, *model.input_names_]]
+
+
 def not_found(field: str, message: str) -> JSONResponse:
     return JSONResponse({"error": message, "field": field}, status_code=404)
+
+
+@dataclass(frozen=True)
+class Champion:
+    """One model as served: a request reads it once, so a reload never mixes two versions."""
+
+    name: str
+    model: object | None
+    version: str | None
+    problem: str | None  # why there is no model to serve
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+def load_champion(registered_name: str) -> Champion:
+    """The registry's champion, or why there is none (missing, or an unreadable artifact)."""
+    try:
+        model, version = tracking.load_champion(registered_name)
+    except LookupError as error:
+        return Champion(registered_name, None, None, str(error))
+    except Exception as error:  # a corrupt artifact must not take the other model down
+        return Champion(
+            registered_name,
+            None,
+            None,
+            f"the champion of {registered_name} cannot be loaded ({type(error).__name__}: {error})",
+        )
+    return Champion(registered_name, model, str(version), None)
 
 
 @bentoml.service(workers=1, traffic={"timeout": 30})
@@ -66,8 +111,14 @@ class Omnishelf:
         self.readers: dict[str, OnlineReader] = {}
         self.ranker_features = None
         mlflow.set_tracking_uri(self.settings.resolved_tracking_uri)  # read only: no experiment
-        self.recommender, self.recommender_version = self._load(self.settings.recommender_name)
-        self.forecaster, self.forecaster_version = self._load(self.settings.forecaster_name)
+        self.champions = {
+            family: load_champion(name)
+            for family, name in (
+                ("recommender", self.settings.recommender_name),
+                ("forecaster", self.settings.forecaster_name),
+            )
+        }
+        threading.Thread(target=self._watch_aliases, name="alias-watch", daemon=True).start()
         try:
             self.feature_store = open_store(self.settings)
             self.feature_store.get_feature_service("recommender_v1")
@@ -84,27 +135,42 @@ class Omnishelf:
         except Exception as error:  # any failure here means "not ready", reported on /readyz
             self.feature_store = None
             self.problems.append(f"feature store at {self.settings.feast_dir} unusable: {error}")
-        for problem in self.problems:
+        for problem in self._problems():
             log.error("not ready: %s", problem)
 
-    def _load(self, registered_name: str):
-        """The champion of one model; a missing one leaves the other endpoints working."""
-        try:
-            return tracking.load_champion(registered_name)
-        except LookupError as error:
-            self.problems.append(str(error))
-            return None, None
+    def _problems(self) -> list[str]:
+        return self.problems + [c.problem for c in self.champions.values() if c.problem]
+
+    def _watch_aliases(self) -> None:
+        """Serve the new champion when its alias moves (`omnishelf models promote`): load it
+        beside the old one, then swap. A version that fails to load leaves the old one serving."""
+        while True:
+            time.sleep(self.settings.reload_seconds)
+            for family, champion in list(self.champions.items()):
+                try:
+                    current = tracking.champion_version(champion.name)
+                except Exception as error:  # the registry is down: keep serving what we have
+                    log.warning("registry unreachable: %s", type(error).__name__)
+                    break
+                if current is None or str(current.version) == champion.version:
+                    continue
+                loaded = load_champion(champion.name)
+                if loaded.model is None:
+                    log.error("not reloading %s: %s", champion.name, loaded.problem)
+                    continue
+                self.champions[family] = loaded
+                log.warning("now serving %s (was %s)", loaded.label, champion.version)
 
     def __is_ready__(self) -> bool:
-        if self.problems:
+        if problems := self._problems():
             # BentoML's /readyz only says "not ready"; raising puts the reason in the body.
-            raise HTTPException(status_code=503, detail="; ".join(self.problems))
+            raise HTTPException(status_code=503, detail="; ".join(problems))
         return True
 
-    def _unavailable(self, model, name: str) -> JSONResponse | None:
+    def _unavailable(self, champion: Champion) -> JSONResponse | None:
         """A 503 naming what is missing (BentoML turns exceptions raised here into 500s)."""
-        if model is None or self.feature_store is None:
-            message = f"{name} unavailable: {'; '.join(self.problems)}"
+        if champion.model is None or self.feature_store is None:
+            message = f"{champion.name} unavailable: {'; '.join(self._problems())}"
             return JSONResponse({"error": message}, status_code=503)
         return None
 
@@ -124,9 +190,10 @@ class Omnishelf:
         """Next-best products for one customer, each with its reason, and the customer's usual
         products that are due soon; popular products when the customer is new or opted out."""
         body = RecommendRequest(**request)
-        if unavailable := self._unavailable(self.recommender, "recommender"):
+        champion = self.champions["recommender"]
+        if unavailable := self._unavailable(champion):
             return unavailable
-        model = self.recommender
+        model = champion.model
         if body.store_id is not None and not model.knows_store(body.store_id):
             return not_found("store_id", f"unknown store_id {body.store_id}")
         for field in ("include_categories", "exclude_categories"):
@@ -210,7 +277,7 @@ class Omnishelf:
             personalized=personalized,
             fallback=fallback,
             features_stale=stale,
-            model_version=f"{self.settings.recommender_name}/{self.recommender_version}",
+            model_version=champion.label,
         )
 
     def _in_stock(self, store_id: int, ranked: pd.DataFrame) -> pd.DataFrame | JSONResponse:
@@ -239,11 +306,11 @@ class Omnishelf:
         return None if value is None or pd.isna(value) else int(value)
 
     def _forecast(
-        self, store_id: int, product_ids: list[int], service: str
+        self, model, store_id: int, product_ids: list[int], service: str
     ) -> pd.DataFrame | JSONResponse:
-        """The online features of `service` as of the served origin, or an error answer (404
+        """The online features of `service` as of `model`'s origin, or an error answer (404
         naming unknown ids, 503 when the feature store fails)."""
-        known = self.forecaster.series_
+        known = model.series_
         if store_id not in known.get_level_values(0):
             return not_found("store_id", f"store_id {store_id} has no forecast series")
         pairs = pd.MultiIndex.from_arrays([[store_id] * len(product_ids), product_ids])
@@ -253,30 +320,34 @@ class Omnishelf:
                 "product_ids",
                 f"no forecast series at store {store_id} for product_ids {unknown[:10]}",
             )
-        rows = [{STORE_ID: store_id, PRODUCT_ID: p} for p in product_ids]
+        return self._at_origin(
+            model, [{STORE_ID: store_id, PRODUCT_ID: p} for p in product_ids], service
+        )
+
+    def _at_origin(self, model, rows: list[dict], service: str) -> pd.DataFrame | JSONResponse:
+        """Online features of store x product rows, stamped with the model's origin."""
         features = self._online(service, rows)
         if isinstance(features, JSONResponse):
             return features
-        features[EVENT_TIMESTAMP] = self.forecaster.next_origin_
+        features[EVENT_TIMESTAMP] = model.next_origin_
         return features
-
-    def _inputs(self, features: pd.DataFrame) -> pd.DataFrame:
-        return features[[STORE_ID, PRODUCT_ID, EVENT_TIMESTAMP, *self.forecaster.input_names_]]
 
     @bentoml.api(route="/forecast", input_spec=ForecastRequest)
     def forecast(self, **request) -> ForecastResponse:
         """Units each product will sell at the store per period (mean, P10, P50, P90) over the
         coming days; with `promotion`, also the forecast without it (what-if)."""
         body = ForecastRequest(**request)
-        if unavailable := self._unavailable(self.forecaster, "forecaster"):
+        champion = self.champions["forecaster"]
+        if unavailable := self._unavailable(champion):
             return unavailable
-        features = self._forecast(body.store_id, body.product_ids, "demand_v1")
+        model = champion.model
+        features = self._forecast(model, body.store_id, body.product_ids, "demand_v1")
         if isinstance(features, JSONResponse):
             return features
-        planned = self.forecaster.planned_promotions_
-        periods = math.ceil(body.horizon_days / PERIOD_DAYS[self.forecaster.freq])
-        first = self.forecaster.next_origin_.date()
-        last = first + timedelta(days=periods * PERIOD_DAYS[self.forecaster.freq] - 1)
+        planned = model.planned_promotions_
+        periods = math.ceil(body.horizon_days / PERIOD_DAYS[model.freq])
+        first = model.next_origin_.date()
+        last = first + timedelta(days=periods * PERIOD_DAYS[model.freq] - 1)
         promotion = body.promotion
         if promotion is not None and (promotion.end_date < first or promotion.start_date > last):
             return JSONResponse(
@@ -287,7 +358,7 @@ class Omnishelf:
                 },
                 status_code=422,
             )
-        predicted = self.forecaster.predict(self._inputs(features), planned)
+        predicted = model.predict(model_inputs(model, features), planned)
         if promotion is not None:
             added = pd.DataFrame(
                 {
@@ -301,8 +372,8 @@ class Omnishelf:
                 }
             )
             without = predicted[FORECAST].to_numpy()
-            predicted = self.forecaster.predict(
-                self._inputs(features), pd.concat([planned, added], ignore_index=True)
+            predicted = model.predict(
+                model_inputs(model, features), pd.concat([planned, added], ignore_index=True)
             )
             predicted["without"] = without
         predicted = predicted[predicted["step"] <= periods]
@@ -327,11 +398,11 @@ class Omnishelf:
         ]
         return ForecastResponse(
             store_id=body.store_id,
-            freq=self.forecaster.freq,
-            origin=self.forecaster.next_origin_.date(),
+            freq=model.freq,
+            origin=model.next_origin_.date(),
             forecasts=forecasts,
             stale_product_ids=_stale(features),
-            model_version=f"{self.settings.forecaster_name}/{self.forecaster_version}",
+            model_version=champion.label,
         )
 
     @bentoml.api(route="/restock", input_spec=RestockRequest)
@@ -339,22 +410,22 @@ class Omnishelf:
         """Order quantities: the service-level quantile of demand over lead time + a 7-day
         review, minus stock on hand and on order, rounded to packs and minimum orders."""
         body = RestockRequest(**request)
-        if unavailable := self._unavailable(self.forecaster, "forecaster"):
+        champion = self.champions["forecaster"]
+        if unavailable := self._unavailable(champion):
             return unavailable
-        features = self._forecast(body.store_id, body.product_ids, "restock_v1")
+        model = champion.model
+        features = self._forecast(model, body.store_id, body.product_ids, "restock_v1")
         if isinstance(features, JSONResponse):
             return features
         n = len(body.product_ids)
-        at_origin = self._inputs(features).assign(
+        at_origin = model_inputs(model, features).assign(
             on_hand=body.on_hand,
             on_order=body.on_order or [0.0] * n,
             lead_time_days=body.lead_time_days,
             pack_size=body.pack_size or [1] * n,
             min_order_qty=body.min_order_qty or [0] * n,
         )
-        planned = plan_orders(
-            self.forecaster, at_origin, body.service_level, self.forecaster.planned_promotions_
-        )
+        planned = plan_orders(model, at_origin, body.service_level, model.planned_promotions_)
         orders = [
             {
                 "product_id": int(row.product_id),
@@ -372,5 +443,48 @@ class Omnishelf:
             service_level=body.service_level,
             orders=orders,
             stale_product_ids=_stale(features),
-            model_version=f"{self.settings.forecaster_name}/{self.forecaster_version}",
+            model_version=champion.label,
         )
+
+    @bentoml.api(route="/restock/batch", input_spec=RestockBatchRequest)
+    def restock_batch(self, **request) -> RestockBatchResponse:
+        """Order quantities for up to 10,000 store x product pairs across stores, each with its
+        own stock, lead time, pack and minimum order: one feature read and one forecast."""
+        body = RestockBatchRequest(**request)
+        champion = self.champions["forecaster"]
+        if unavailable := self._unavailable(champion):
+            return unavailable
+        model = champion.model
+        pairs = pd.DataFrame([pair.model_dump() for pair in body.pairs])
+        keys = pd.MultiIndex.from_frame(pairs[[STORE_ID, PRODUCT_ID]])
+        unknown = keys[~keys.isin(model.series_)]
+        if len(unknown):
+            return not_found(
+                "pairs",
+                f"{len(unknown)} pairs have no forecast series (store_id, product_id): "
+                f"{[tuple(int(v) for v in pair) for pair in unknown[:10]]}",
+            )
+        features = self._at_origin(
+            model, pairs[[STORE_ID, PRODUCT_ID]].to_dict("records"), "restock_v1"
+        )
+        if isinstance(features, JSONResponse):
+            return features
+        inputs = model_inputs(model, features).assign(
+            **{c: pairs[c].to_numpy() for c in RESTOCK_INPUTS}
+        )
+        planned = plan_orders(model, inputs, body.service_level, model.planned_promotions_)
+        lines = (
+            planned[ORDER_COLUMNS]
+            .round({"expected_demand": 3, "order_up_to": 3})
+            .astype({STORE_ID: int, PRODUCT_ID: int, "lead_time_days": int, "order_quantity": int})
+        )
+        stale = features.loc[features["stale"], [STORE_ID, PRODUCT_ID]].astype(int)
+        return RestockBatchResponse(
+            service_level=body.service_level,
+            orders=lines.to_dict("records"),
+            stale_pairs=list(stale.itertuples(index=False, name=None)),
+            model_version=champion.label,
+        )
+
+
+Omnishelf.add_asgi_middleware(RequestGuard, api_key=Settings().api_key)

@@ -373,7 +373,7 @@ def replay_restock(
     daily_demand: np.ndarray,
     first_day: int,
     lead_time_days: np.ndarray,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The omnishelf policy and the moving-average baseline at matched average stock, replayed
     day by day on the actual demand from `first_day` on.
 
@@ -383,6 +383,9 @@ def replay_restock(
     Args:
         order_up_to: (n, reviews) S of the policy at each weekly review.
         daily_demand: (n, days) daily demand, history followed by the replayed days.
+
+    Returns:
+        One row per policy; and the omnishelf policy's figures per series.
     """
     days = order_up_to.shape[1] * REVIEW_DAYS
     demand = daily_demand[:, first_day : first_day + days]
@@ -391,9 +394,10 @@ def replay_restock(
     cover, baseline = matched_baseline(
         demand, daily_demand, first_day, lead_time_days, start, policy.avg_on_hand
     )
-    return pd.DataFrame(
+    table = pd.DataFrame(
         [
             {"policy": FINAL, "cover_days": np.nan, **policy.as_dict()},
             {"policy": "moving_average_cover", "cover_days": cover, **baseline.as_dict()},
         ]
     ).set_index("policy")
+    return table, policy.per_series

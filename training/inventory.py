@@ -10,9 +10,10 @@ starts both policies from the same `initial_on_hand` and compares them at matche
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
+import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from training.restock import REVIEW_DAYS, per_series, round_to_packs
@@ -34,6 +35,8 @@ class SimulationResult:
             (avg_on_hand * n_series), i.e. how many times a year the stock is sold through
             (NaN when nothing was ever held).
         orders: number of positive orders placed.
+        per_series: one row per series: stockout_days, days, sold, lost, avg_on_hand, so the
+            figures can be broken down by store or category.
     """
 
     stockout_rate: float
@@ -42,9 +45,13 @@ class SimulationResult:
     avg_on_hand: float
     inventory_turns: float
     orders: int
+    per_series: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, float]:
-        return {name: float(value) for name, value in asdict(self).items()}
+        """The headline figures (not the per-series table) as floats."""
+        return {
+            f.name: float(getattr(self, f.name)) for f in fields(self) if f.name != "per_series"
+        }
 
 
 def simulate(
@@ -95,8 +102,7 @@ def simulate(
     due = np.zeros((n_series, n_days + lead.max() + 1))  # units arriving on each day
     on_order = np.zeros(n_series)
     orders = 0
-    sold = lost = on_hand_total = 0.0
-    stockout_days = 0
+    sold, lost, on_hand_total, stockout_days = (np.zeros(n_series) for _ in range(4))
     for day in range(n_days):
         # Ordering before today's deliveries arrive is the same as after: receiving moves units
         # from on_order to on_hand and leaves on_hand + on_order alone. It also lets a same-day
@@ -111,26 +117,39 @@ def simulate(
         on_order -= due[:, day]
         sales = np.minimum(on_hand, demand[:, day])
         on_hand -= sales
-        sold += sales.sum()
-        lost += (demand[:, day] - sales).sum()
-        stockout_days += int((demand[:, day] > sales).sum())
-        on_hand_total += on_hand.sum()
+        sold += sales
+        lost += demand[:, day] - sales
+        stockout_days += demand[:, day] > sales
+        on_hand_total += on_hand
 
-    series_days = n_series * n_days
-    avg_on_hand = on_hand_total / series_days
-    demanded = sold + lost
-    return SimulationResult(
-        stockout_rate=stockout_days / series_days,
-        fill_rate=sold / demanded if demanded > 0 else 1.0,
-        lost_units=float(lost),
-        avg_on_hand=float(avg_on_hand),
-        inventory_turns=(
-            sold * DAYS_PER_YEAR / n_days / (avg_on_hand * n_series)
-            if avg_on_hand > 0
-            else math.nan
-        ),
-        orders=orders,
+    by_series = pd.DataFrame(
+        {
+            "stockout_days": stockout_days,
+            "days": n_days,
+            "sold": sold,
+            "lost": lost,
+            "avg_on_hand": on_hand_total / n_days,
+        }
     )
+    return SimulationResult(**kpis(by_series), orders=orders, per_series=by_series)
+
+
+def kpis(per_series: pd.DataFrame) -> dict[str, float]:
+    """Stockout rate, fill rate, lost units, average on-hand and turns of a group of series
+    (rows as in `SimulationResult.per_series`), so a breakdown sums like the whole."""
+    series_days = float(per_series["days"].sum())
+    sold, lost = float(per_series["sold"].sum()), float(per_series["lost"].sum())
+    stock_days = float((per_series["avg_on_hand"] * per_series["days"]).sum())
+    avg_on_hand = stock_days / series_days if series_days else math.nan
+    return {
+        "stockout_rate": float(per_series["stockout_days"].sum()) / series_days
+        if series_days
+        else math.nan,
+        "fill_rate": sold / (sold + lost) if sold + lost > 0 else 1.0,
+        "lost_units": lost,
+        "avg_on_hand": avg_on_hand,
+        "inventory_turns": sold * DAYS_PER_YEAR / stock_days if stock_days > 0 else math.nan,
+    }
 
 
 def moving_average_order_up_to(

@@ -28,6 +28,7 @@ from training.candidates import (
 )
 from training.evaluation import Holdout, recall_curve, score_table_row, segments, split
 from training.ranker import (
+    NUM_BOOST_ROUND,
     CandidatePool,
     FeatureLookup,
     HistoryFeatures,
@@ -90,42 +91,99 @@ def candidate_rows(
     return with_features(rows, home, history.as_of, lookup)
 
 
-def train_ranker(
-    holdout: Holdout,
-    products: pd.DataFrame,
-    lookup: FeatureLookup | None = None,
-    holdouts: int | None = None,
-    progress: bool = False,
-) -> tuple[Ranker, Reminders]:
-    """A ranker (and the reminder model) learned on `holdouts` earlier holdouts of the same
-    protocol, each cut from the history before the previous one."""
-    if holdouts is None:
-        holdouts = TRAINING_HOLDOUTS[holdout.protocol]
-    frames, labels, soon, inner = [], [], [], holdout
-    for _ in tqdm(range(holdouts), desc=f"{holdout.protocol}: ranker rows", disable=not progress):
+@dataclass
+class WindowRows:
+    """Candidate rows of one holdout, labelled with what the ranker and the reminder model learn."""
+
+    holdout: Holdout
+    rows: pd.DataFrame
+    labels: np.ndarray  # bought in the target
+    soon: np.ndarray  # bought within the reminder window
+
+
+def labelled(holdout: Holdout, rows: pd.DataFrame) -> WindowRows:
+    return WindowRows(
+        holdout,
+        rows,
+        label(rows, holdout.customers, holdout.relevant),
+        label(rows, holdout.customers, holdout.relevant_within(Reminders.days)),
+    )
+
+
+def window_rows(
+    holdout: Holdout, products: pd.DataFrame, lookup: FeatureLookup | None
+) -> WindowRows:
+    """The labelled candidates of a holdout, from generators fitted on its history alone."""
+    history = build_history(holdout.history, holdout.as_of, products)
+    return labelled(
+        holdout, candidate_rows(history, CandidatePool().fit(history), holdout.customers, lookup)
+    )
+
+
+def earlier_holdouts(holdout: Holdout, n: int) -> list[Holdout]:
+    """Up to `n` holdouts of the same protocol before `holdout`, newest first, each cut from the
+    history before the previous one; fewer when the history runs out."""
+    found, inner = [], holdout
+    for _ in range(n):
         try:
             inner = split(inner.history, holdout.protocol)
         except ValueError:
             break  # the history is too short for another holdout
         if len(inner.customers) == 0:
             break
-        history = build_history(inner.history, inner.as_of, products)
-        rows = candidate_rows(history, CandidatePool().fit(history), inner.customers, lookup)
-        # Customers of different holdouts are different ranking groups.
-        frames.append(rows.assign(**{CUSTOMER_ID: rows[CUSTOMER_ID] + len(frames) * 2**40}))
-        labels.append(label(rows, inner.customers, inner.relevant))
-        soon.append(label(rows, inner.customers, inner.relevant_within(Reminders.days)))
-    if not frames:
+        found.append(inner)
+    return found
+
+
+def fit_ranker(
+    windows: list[WindowRows], params: dict | None = None, num_boost_round: int = NUM_BOOST_ROUND
+) -> tuple[Ranker, Reminders | None]:
+    """A ranker (and, on the time split, the reminder model) learned on labelled windows."""
+    if not windows:
+        raise ValueError("no earlier holdout to learn a ranker from")
+    # Customers of different holdouts are different ranking groups.
+    rows = pd.concat(
+        [
+            w.rows.assign(**{CUSTOMER_ID: w.rows[CUSTOMER_ID] + i * 2**40})
+            for i, w in enumerate(windows)
+        ],
+        ignore_index=True,
+    )
+    ranker = Ranker(params, num_boost_round).fit(rows, np.concatenate([w.labels for w in windows]))
+    # Reminders are about the coming days, which only the time split's calendar defines.
+    reminders = (
+        Reminders().fit(rows, np.concatenate([w.soon for w in windows]))
+        if windows[0].holdout.protocol == "time_split"
+        else None
+    )
+    return ranker, reminders
+
+
+def train_ranker(
+    holdout: Holdout,
+    products: pd.DataFrame,
+    lookup: FeatureLookup | None = None,
+    holdouts: int | None = None,
+    progress: bool = False,
+) -> tuple[Ranker, Reminders | None]:
+    """A ranker (and the reminder model) learned on `holdouts` earlier holdouts of the same
+    protocol."""
+    earlier = earlier_holdouts(holdout, holdouts or TRAINING_HOLDOUTS[holdout.protocol])
+    if not earlier:
         raise ValueError(
             f"the history before the {holdout.protocol} holdout is too short to learn a ranker"
         )
-    rows = pd.concat(frames, ignore_index=True)
-    ranker = Ranker().fit(rows, np.concatenate(labels))
-    # Reminders are about the coming days, which only the time split's calendar defines.
-    reminders = (
-        Reminders().fit(rows, np.concatenate(soon)) if holdout.protocol == "time_split" else None
-    )
-    return ranker, reminders
+    windows = [
+        window_rows(inner, products, lookup)
+        for inner in tqdm(earlier, desc=f"{holdout.protocol}: ranker rows", disable=not progress)
+    ]
+    return fit_ranker(windows)
+
+
+def ranked_lists(ranker: Ranker, window: WindowRows, depth: int) -> np.ndarray:
+    """The ranker's top-`depth` products of each of the window's customers, (customers, depth)."""
+    scored = window.rows[[CUSTOMER_ID, PRODUCT_ID]].assign(score=ranker.score(window.rows))
+    return top_n(scored, "score", window.holdout.customers, depth)[0]
 
 
 def ago(day: float) -> str:
@@ -399,9 +457,8 @@ def evaluate_protocol(
     ranker, reminders = train_ranker(holdout, products, lookup, progress=progress)
     history = build_history(holdout.history, holdout.as_of, products)
     pool = CandidatePool().fit(history)
-    rows = candidate_rows(history, pool, holdout.customers, lookup)
-    scored = rows[[CUSTOMER_ID, PRODUCT_ID]].assign(score=ranker.score(rows))
-    lists = {FINAL: top_n(scored, "score", holdout.customers, DEPTH)[0]}
+    window = labelled(holdout, candidate_rows(history, pool, holdout.customers, lookup))
+    lists = {FINAL: ranked_lists(ranker, window, DEPTH)}
     for name in tqdm(baselines, desc=f"{protocol}: baselines", disable=not progress):
         lists[name] = baseline_lists(name, pool, history, holdout.customers)
     table = pd.DataFrame({name: score_table_row(holdout, ids) for name, ids in lists.items()}).T
@@ -424,7 +481,7 @@ def evaluate_protocol(
             )
     reminder_scores = {}
     if reminders is not None:
-        soon = label(rows, holdout.customers, holdout.relevant_within(reminders.days))
+        rows, soon = window.rows, window.soon
         repeat = (rows["baskets"] >= 2).to_numpy()
         for k in (5,):
             reminder_scores[f"reminder_precision_at_{k}"] = precision_at_k(

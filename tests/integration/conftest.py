@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -96,14 +97,31 @@ def stop(server: subprocess.Popen) -> None:
         server.kill()
 
 
-@pytest.fixture(scope="session")
-def service(workspace):
+@contextmanager
+def running_service(home: Path, **env: str):
+    """A client of a real server for the workspace at `home`, started with `env` added to the
+    environment, stopped on exit."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start_server(workspace["settings"].home, port)
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        server = start_server(home, port)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
     try:
         wait_until_answering(server, url)
         with httpx.Client(base_url=url, timeout=30) as client:
             yield client
     finally:
         stop(server)
+
+
+@pytest.fixture(scope="session")
+def service(workspace):
+    with running_service(workspace["settings"].home) as client:
+        yield client

@@ -56,7 +56,7 @@ def test_ready(service):
 
 def test_openapi_page_lists_the_endpoints(service):
     spec = service.get("/docs.json").json()
-    for route in ("/recommend", "/forecast", "/restock"):
+    for route in ("/recommend", "/forecast", "/restock", "/restock/batch"):
         assert route in spec["paths"]
 
 
@@ -273,6 +273,53 @@ def test_restock_endpoint_and_batch_command_agree(service, ids, workspace, tmp_p
         assert line["order_up_to"] == pytest.approx(row["order_up_to"], abs=1e-3)
 
 
+def test_restock_batch_spans_stores_and_agrees_with_restock(service, workspace):
+    series = pd.read_parquet(
+        workspace["settings"].feast_dir / "offline" / "store_product_demand.parquet"
+    )[["store_id", "product_id"]].drop_duplicates()
+    stores = series["store_id"].unique()[:2]
+    pairs = series[series["store_id"].isin(stores)].groupby("store_id").head(3)
+    body = {
+        "pairs": [
+            {
+                "store_id": int(row.store_id),
+                "product_id": int(row.product_id),
+                "on_hand": float(i),
+                "lead_time_days": 1 + i % 3,
+                "pack_size": 1 + i % 2,
+            }
+            for i, row in enumerate(pairs.itertuples())
+        ]
+    }
+    answer = service.post("/restock/batch", json=body)
+    assert answer.status_code == 200, answer.text
+    lines = answer.json()["orders"]
+    assert [(line["store_id"], line["product_id"]) for line in lines] == [
+        (p["store_id"], p["product_id"]) for p in body["pairs"]
+    ]
+    assert answer.json()["model_version"].startswith("omnishelf-forecaster/")
+    for pair, line in zip(body["pairs"], lines, strict=True):
+        single = service.post(
+            "/restock",
+            json={
+                "store_id": pair["store_id"],
+                "product_ids": [pair["product_id"]],
+                "on_hand": [pair["on_hand"]],
+                "lead_time_days": pair["lead_time_days"],
+                "pack_size": [pair["pack_size"]],
+            },
+        ).json()["orders"][0]
+        assert line["order_quantity"] == single["order_quantity"]
+        assert line["order_up_to"] == pytest.approx(single["order_up_to"])
+        assert line["lead_time_days"] == pair["lead_time_days"]
+    unknown = service.post(
+        "/restock/batch",
+        json={"pairs": [body["pairs"][0], {"store_id": 999_999, "product_id": 1, "on_hand": 0}]},
+    )
+    assert unknown.status_code == 404 and unknown.json()["field"] == "pairs"
+    assert "(999999, 1)" in unknown.json()["error"]
+
+
 @pytest.mark.parametrize(
     ("route", "body", "field"),
     [
@@ -318,6 +365,23 @@ def test_restock_endpoint_and_batch_command_agree(service, ids, workspace, tmp_p
             "/restock",
             {"store_id": 1, "product_ids": [1], "on_hand": [1], "service_level": 0.5},
             "service_level",
+        ),
+        ("/restock/batch", {"pairs": []}, "pairs"),
+        ("/restock/batch", {"pairs": [{"store_id": 1, "product_id": 2}]}, "on_hand"),
+        (
+            "/restock/batch",
+            {"pairs": [{"store_id": 1, "product_id": 2, "on_hand": 1, "lead_time_days": -1}]},
+            "lead_time_days",
+        ),
+        (
+            "/restock/batch",
+            {"pairs": [{"store_id": 1, "product_id": 2, "on_hand": 1}] * 2},
+            "repeat",
+        ),
+        (
+            "/restock/batch",
+            {"pairs": [{"store_id": 1, "product_id": p, "on_hand": 1} for p in range(10_001)]},
+            "pairs",
         ),
     ],
 )

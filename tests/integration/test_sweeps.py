@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def swept(workspace):
     settings = workspace["settings"]
-    return sweeps.sweep_forecaster(settings, trials=4, study_name=f"test-{uuid.uuid4().hex[:8]}")
+    return sweeps.sweep(settings, "forecaster", trials=4, study_name=f"test-{uuid.uuid4().hex[:8]}")
 
 
 def test_sweep_logs_every_trial_under_one_parent_and_registers_a_challenger(workspace, swept):
@@ -127,3 +127,60 @@ def test_two_workers_share_one_postgresql_study_without_duplicates(workspace):
     drawn = [tuple(sorted(t.params.items())) for t in trials]
     assert len(set(drawn)) == len(drawn), "two trials ran the same configuration"
     optuna.delete_study(study_name=study_name, storage=POSTGRES_URL)
+
+
+def test_recommender_sweep_tunes_the_ranker_and_is_gated_on_the_trains_holdout(workspace):
+    settings = workspace["settings"]
+    name = settings.recommender_name
+    study_name = f"rec-{uuid.uuid4().hex[:8]}"
+    done = run_cli(
+        settings, "sweep", "recommender", "--trials", "2", "--study", study_name, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "validation_recall_at_10" in done.stdout and "omnishelf_recall_at_10" in done.stdout
+    study = optuna.load_study(study_name=study_name, storage=settings.resolved_optuna_storage)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert len(study.trials) == 2 and study.trials[0].user_attrs.get("default") is True
+    assert all(0.0 <= t.value <= 1.0 for t in study.trials if t.value is not None)
+    challenger = tracking.aliased_version(name, sweeps.CHALLENGER)
+    champion = tracking.champion_version(name)
+    assert challenger.tags["study"] == study_name
+    assert challenger.tags["model_family"] == "recommender"
+    # The sweep's holdout is the one `omnishelf train` scored the champion on.
+    assert challenger.tags["holdout"] == champion.tags["holdout"]
+    assert 0.0 <= float(challenger.tags["omnishelf_recall_at_10"]) <= 1.0
+    parent = mlflow.search_runs(
+        filter_string=f"tags.study = '{study_name}' and tags.kind = 'sweep'", output_format="list"
+    )[0]
+    assert parent.data.metrics["best_validation_recall_at_10"] == pytest.approx(study.best_value)
+    # The registered challenger answers like the champion does.
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{sweeps.CHALLENGER}")
+    customers = workspace["tables"]["transactions"]["customer_id"].drop_duplicates().head(3)
+    answer = model.predict(customers.to_frame())
+    assert set(answer["customer_id"]) == set(customers) and len(answer) == 30
+
+    client = MlflowClient()
+    client.set_model_version_tag(
+        name, challenger.version, "dataset_fingerprint", champion.tags["dataset_fingerprint"]
+    )
+    worse = str(float(champion.tags["omnishelf_recall_at_10"]) - 0.01)
+    client.set_model_version_tag(name, challenger.version, "omnishelf_recall_at_10", worse)
+    refused = run_cli(settings, "models", "promote", name)
+    assert refused.returncode == 2 and "does not beat champion" in refused.stdout
+    better = str(float(champion.tags["omnishelf_recall_at_10"]) + 0.01)
+    client.set_model_version_tag(name, challenger.version, "omnishelf_recall_at_10", better)
+    promoted = run_cli(settings, "models", "promote", name, "--reason", "recall up")
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    assert "beats champion" in promoted.stdout
+    assert tracking.champion_version(name).version == challenger.version
+
+
+def test_a_study_of_one_family_refuses_the_other(workspace):
+    settings = workspace["settings"]
+    study_name = f"mixed-{uuid.uuid4().hex[:8]}"
+    storage = settings.resolved_optuna_storage
+    forecasters = optuna.create_study(study_name=study_name, storage=storage)
+    forecasters.set_user_attr("model_family", "forecaster")
+    other = run_cli(settings, "sweep", "recommender", "--trials", "1", "--study", study_name)
+    assert other.returncode == 2 and "tunes the forecaster" in other.stdout
+    assert len(optuna.load_study(study_name=study_name, storage=storage).trials) == 0

@@ -5,6 +5,7 @@ import pytest
 
 from training.inventory import (
     SimulationResult,
+    kpis,
     matched_baseline,
     moving_average_order_up_to,
     simulate,
@@ -155,3 +156,17 @@ def test_matched_baseline_refuses_demand_that_is_not_the_simulated_slice():
             target_avg_on_hand=0.0,
             window=1,
         )
+
+
+def test_per_series_figures_sum_to_the_headline_and_break_down_alike():
+    rng = np.random.default_rng(3)
+    demand = rng.poisson(2.0, size=(6, 28)).astype(float)
+    result = simulate(demand, np.full((6, 4), 9.0), np.array([0, 1, 2, 0, 1, 2]), np.full(6, 5.0))
+    per_series = result.per_series
+    assert len(per_series) == 6 and (per_series["days"] == 28).all()
+    assert per_series["sold"].sum() + per_series["lost"].sum() == pytest.approx(demand.sum())
+    whole = kpis(per_series)
+    for name in ("stockout_rate", "fill_rate", "lost_units", "avg_on_hand", "inventory_turns"):
+        assert whole[name] == pytest.approx(getattr(result, name))
+    first = simulate(demand[:3], np.full((3, 4), 9.0), np.array([0, 1, 2]), np.full(3, 5.0))
+    assert kpis(per_series.iloc[:3])["stockout_rate"] == pytest.approx(first.stockout_rate)

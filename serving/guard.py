@@ -1,0 +1,54 @@
+"""What every request passes before the service sees it: the API key, when one is configured,
+and a cap on the body size. Probes, metrics and the OpenAPI page stay open."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+OPEN_PATHS = frozenset({"/", "/healthz", "/livez", "/readyz", "/metrics", "/docs", "/docs.json"})
+OPEN_PREFIXES = ("/static_content/",)
+API_KEY_HEADER = "X-API-Key"
+# A 10,000-pair restock batch is about 1 MB of JSON; anything much bigger is a mistake.
+MAX_BODY_BYTES = 4 * 2**20
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int = MAX_BODY_BYTES):
+        self.app = app
+        self.api_key = api_key.encode() if api_key else None
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        headers = dict(scope["headers"])
+        refusal = None
+        if self.api_key and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
+            given = headers.get(API_KEY_HEADER.lower().encode(), b"")
+            # Compared in constant time, so the answer's timing does not leak the key.
+            if not hmac.compare_digest(given, self.api_key):
+                refusal = JSONResponse(
+                    {
+                        "error": f"missing or wrong {API_KEY_HEADER} header",
+                        "field": API_KEY_HEADER,
+                    },
+                    status_code=401,
+                    headers={"WWW-Authenticate": API_KEY_HEADER},
+                )
+        length = headers.get(b"content-length", b"0")
+        if refusal is None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            refusal = JSONResponse(
+                {
+                    "error": f"request body over {self.max_body_bytes} bytes "
+                    f"(Content-Length {length.decode(errors='replace')})",
+                    "field": "body",
+                },
+                status_code=413,
+            )
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+        return await self.app(scope, receive, send)

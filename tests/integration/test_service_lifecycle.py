@@ -1,0 +1,95 @@
+"""A server started with an API key and a short reload interval: the key is required where it
+should be, oversized bodies are refused, and a moved champion alias is served without downtime."""
+
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from serving.service import load_champion
+from tests.integration.conftest import running_service
+from training import tracking
+
+pytestmark = pytest.mark.integration
+
+KEY = "test-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def guarded(workspace):
+    home = workspace["settings"].home
+    with running_service(home, OMNISHELF_API_KEY=KEY, OMNISHELF_RELOAD_SECONDS="1") as client:
+        yield client
+
+
+def known_customer(workspace) -> int:
+    return int(workspace["tables"]["transactions"]["customer_id"].iloc[0])
+
+
+def test_api_key_is_required_on_the_api_but_not_on_probes_and_docs(workspace, guarded):
+    body = {"customer_id": known_customer(workspace), "k": 3}
+    missing = guarded.post("/recommend", json=body)
+    assert missing.status_code == 401
+    assert missing.json() == {"error": "missing or wrong X-API-Key header", "field": "X-API-Key"}
+    wrong = guarded.post("/recommend", json=body, headers={"X-API-Key": KEY + "x"})
+    assert wrong.status_code == 401
+    right = guarded.post("/recommend", json=body, headers={"X-API-Key": KEY})
+    assert right.status_code == 200, right.text
+    for open_path in ("/healthz", "/readyz", "/metrics", "/docs.json"):
+        assert guarded.get(open_path).status_code == 200, open_path
+
+
+def test_oversized_bodies_are_refused_before_parsing(guarded):
+    big = b'{"customer_id": 1, "pad": "' + b"x" * (5 * 2**20) + b'"}'
+    answer = guarded.post(
+        "/recommend",
+        content=big,
+        headers={"X-API-Key": KEY, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 413 and answer.json()["field"] == "body"
+
+
+def test_a_moved_champion_alias_is_served_without_downtime(workspace, guarded):
+    name = workspace["settings"].recommender_name
+    current = tracking.champion_version(name)
+    model, _ = tracking.load_champion(name)
+    with mlflow.start_run(run_name="reload-test"):
+        new = tracking.register(model, name, dict(current.tags))
+    assert new != str(current.version)
+    body = {"customer_id": known_customer(workspace), "k": 3}
+    served, statuses = None, []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        answer = guarded.post("/recommend", json=body, headers={"X-API-Key": KEY})
+        statuses.append(answer.status_code)
+        served = answer.json().get("model_version")
+        if served == f"{name}/{new}":
+            break
+        time.sleep(0.1)
+    assert served == f"{name}/{new}"
+    assert set(statuses) == {200}  # every request during the swap was answered
+    # Back to the version the other tests expect.
+    MlflowClient().set_registered_model_alias(name, tracking.CHAMPION, current.version)
+
+
+def test_a_corrupt_champion_artifact_is_named_not_served(workspace):
+    name = workspace["settings"].forecaster_name
+    current = tracking.champion_version(name)
+    model, _ = tracking.load_champion(name)
+    with mlflow.start_run(run_name="corrupt-test"):
+        broken = tracking.register(model, name, dict(current.tags))
+    client = MlflowClient()
+    # The embedded store keeps artifacts on local disk: break the pickled model in place.
+    folder = Path(client.get_model_version_download_uri(name, broken).removeprefix("file://"))
+    pickles = list(folder.rglob("*.pkl"))
+    assert pickles
+    try:
+        for path in pickles:
+            path.write_bytes(b"not a pickle")
+        champion = load_champion(name)
+        assert champion.model is None
+        assert f"the champion of {name} cannot be loaded" in champion.problem
+    finally:
+        client.set_registered_model_alias(name, tracking.CHAMPION, current.version)
