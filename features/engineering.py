@@ -124,20 +124,26 @@ def demand_panel(
     return panel
 
 
-def _censored(panel: pd.DataFrame, tables: dict[str, pd.DataFrame], freq: str) -> np.ndarray:
-    """Periods with a sold-out day: the day's sales reached the stock it started with, so the
-    demand may have been higher than the sales. Days without a stock snapshot count as known."""
-    stock = tables["inventory"]
-    sales = tables["transactions"]
+def sold_out_days(stock: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFrame:
+    """The stock snapshots (store, product, date, on_hand at the start of the day) with the
+    units `sold` that day and `sold_out`: the day's sales reached the stock it started with, so
+    demand may have been higher than the sales."""
     sold = (
-        sales.assign(**{DATE: sales[TS].dt.normalize()})
+        transactions.assign(**{DATE: transactions[TS].dt.normalize()})
         .groupby([STORE_ID, PRODUCT_ID, DATE])["quantity"]
         .sum()
     )
     day_keys = pd.MultiIndex.from_frame(stock[[STORE_ID, PRODUCT_ID, DATE]])
     sold_that_day = sold.reindex(day_keys, fill_value=0.0).to_numpy()
-    sold_out = stock.loc[sold_that_day >= stock["on_hand"].to_numpy(), [STORE_ID, PRODUCT_ID]]
-    sold_out = sold_out.assign(**{PERIOD: period_start(stock.loc[sold_out.index, DATE], freq)})
+    return stock.assign(sold=sold_that_day, sold_out=sold_that_day >= stock["on_hand"].to_numpy())
+
+
+def _censored(panel: pd.DataFrame, tables: dict[str, pd.DataFrame], freq: str) -> np.ndarray:
+    """Periods with a sold-out day (`sold_out_days`). Days without a stock snapshot count as
+    known."""
+    days = sold_out_days(tables["inventory"], tables["transactions"])
+    sold_out = days.loc[days["sold_out"], [STORE_ID, PRODUCT_ID]]
+    sold_out = sold_out.assign(**{PERIOD: period_start(days.loc[sold_out.index, DATE], freq)})
     flagged = pd.MultiIndex.from_frame(sold_out).unique()
     return pd.MultiIndex.from_frame(panel[[STORE_ID, PRODUCT_ID, PERIOD]]).isin(flagged)
 

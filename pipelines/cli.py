@@ -514,8 +514,9 @@ def sweep(
         "seconds": round(result.seconds, 1),
     }
     _print_frame("sweep", pd.DataFrame([summary]))
-    name = settings.forecaster_name if model == "forecaster" else settings.recommender_name
-    console.print(f"promote it with: omnishelf models promote {name}")
+    console.print(
+        f"promote it with: omnishelf models promote {steps.registered_name(settings, model)}"
+    )
 
 
 @app.command()

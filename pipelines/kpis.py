@@ -26,6 +26,7 @@ from features.contract import (
     STORE_ID,
     TS,
 )
+from features.engineering import sold_out_days
 from training.inventory import DAYS_PER_YEAR, kpis
 
 WINDOW_DAYS = 28
@@ -37,42 +38,27 @@ def window(day: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
     return day - pd.Timedelta(days=WINDOW_DAYS - 1), day + pd.Timedelta(days=1)
 
 
-def daily_sales(transactions: pd.DataFrame) -> pd.Series:
-    """Units sold per store, product and day."""
-    return (
-        transactions.assign(**{DATE: transactions[TS].dt.normalize()})
-        .groupby([STORE_ID, PRODUCT_ID, DATE])[QUANTITY]
-        .sum()
-    )
-
-
 def observed_series(
     inventory: pd.DataFrame, transactions: pd.DataFrame, day: pd.Timestamp
 ) -> pd.DataFrame:
-    """Per store x product over the window, from start-of-day stock snapshots: a day whose
-    sales reached the stock it started with is a stockout (demand may have gone unmet). Units
-    lost that day are estimated as the series' mean sales on its in-stock days of the window
-    minus what it sold, at least 0; sales themselves are never more than demand."""
+    """Per store x product over the window, from start-of-day stock snapshots: a sold-out day
+    (`features.engineering.sold_out_days`) is a stockout. Units lost that day are estimated as
+    the series' mean sales on its in-stock days of the window minus what it sold, at least 0;
+    sales themselves are never more than demand."""
     first, end = window(day)
     stock = inventory[(inventory[DATE] >= first) & (inventory[DATE] < end)]
     if stock.empty:
         raise ValueError(f"no inventory snapshot between {first:%Y-%m-%d} and {day:%Y-%m-%d}")
-    keys = pd.MultiIndex.from_frame(stock[[STORE_ID, PRODUCT_ID, DATE]])
-    sold = daily_sales(transactions).reindex(keys, fill_value=0.0).to_numpy()
-    on_hand = stock["on_hand"].to_numpy(dtype=float)
-    days = stock[[STORE_ID, PRODUCT_ID]].assign(
-        sold=sold,
-        on_hand=on_hand,
-        out=sold >= on_hand,
-        in_stock_sales=np.where(sold < on_hand, sold, np.nan),
+    days = sold_out_days(stock, transactions)
+    in_stock_sales = days["sold"].where(~days["sold_out"])
+    usual = in_stock_sales.groupby([days[STORE_ID], days[PRODUCT_ID]]).transform("mean")
+    days["lost"] = np.where(
+        days["sold_out"], np.maximum(usual.fillna(0.0) - days["sold"], 0.0), 0.0
     )
-    series = [days[STORE_ID], days[PRODUCT_ID]]
-    usual = days.groupby(series)["in_stock_sales"].transform("mean").fillna(0.0)
-    days["lost"] = np.where(days["out"], np.maximum(usual - days["sold"], 0.0), 0.0)
     grouped = days.groupby([STORE_ID, PRODUCT_ID])
     return pd.DataFrame(
         {
-            "stockout_days": grouped["out"].sum(),
+            "stockout_days": grouped["sold_out"].sum(),
             "days": grouped.size(),
             "sold": grouped["sold"].sum(),
             "lost": grouped["lost"].sum(),

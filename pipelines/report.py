@@ -26,7 +26,7 @@ from mlflow import MlflowClient
 
 from features.contract import CUSTOMER_ID, DATE, PRODUCT_ID, STORE_ID, TS
 from features.dataset import load_tables, replace_directory
-from features.feature_store import open_store
+from features.feature_store import data_clock, open_store
 from features.settings import Settings
 from pipelines import kpis, steps
 from training import tracking
@@ -124,12 +124,7 @@ def _simulated_series(settings: Settings) -> pd.DataFrame:
             "the dataset has no inventory and no champion forecaster to simulate stock from: "
             "run `omnishelf train forecaster`"
         )
-    with tempfile.TemporaryDirectory() as folder:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=version.run_id, artifact_path=steps.REPLAY_BY_SERIES, dst_path=folder
-        )
-        payload = json.loads(Path(path).read_text())
-    return pd.DataFrame(payload["data"], columns=payload["columns"])
+    return mlflow.load_table(steps.REPLAY_BY_SERIES, run_ids=[version.run_id])
 
 
 def _orders(settings: Settings, day: pd.Timestamp) -> pd.DataFrame:
@@ -174,8 +169,7 @@ def _model_metrics(settings: Settings) -> pd.DataFrame:
     client = MlflowClient()
     rows = []
     for family, names in MODEL_METRICS.items():
-        name = settings.recommender_name if family == "recommender" else settings.forecaster_name
-        version = tracking.champion_version(name)
+        version = tracking.champion_version(steps.registered_name(settings, family))
         if version is None:
             continue
         metrics = client.get_run(version.run_id).data.metrics
@@ -198,9 +192,8 @@ def _freshness(settings: Settings, day: pd.Timestamp) -> pd.DataFrame:
     )
     rows = []
     for view in store.list_feature_views():
-        ends = [interval[1].replace(tzinfo=None) for interval in view.materialization_intervals]
-        newest = max(ends) if ends else pd.NaT
-        age = (now - pd.Timestamp(newest)).total_seconds() / 86400 if ends else math.inf
+        newest = data_clock(store, [view.name])
+        age = math.inf if newest is None else (now - pd.Timestamp(newest)).total_seconds() / 86400
         rows.append({"feature_view": view.name, "materialised_until": newest, "age_days": age})
     return pd.DataFrame(rows).sort_values("feature_view", ignore_index=True)
 

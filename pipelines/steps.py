@@ -304,6 +304,11 @@ def holdout_tags(holdout: str, metric: str, score: float) -> dict[str, str]:
     return {"holdout": holdout, "holdout_metric": metric, metric: str(score)}
 
 
+def registered_name(settings: Settings, family: str) -> str:
+    """The registry name of a model family ("recommender" or "forecaster")."""
+    return settings.forecaster_name if family == "forecaster" else settings.recommender_name
+
+
 def run_tags(info: DatasetInfo, fingerprint: str) -> dict[str, str]:
     return {
         "dataset": info.name,

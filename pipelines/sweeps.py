@@ -344,7 +344,7 @@ def sweep(
         holdout_score = tuning.holdout_score(best.params)
         mlflow.log_metric(tuning.holdout_metric, holdout_score)
         registered = None
-        current = tracking.aliased_version(_registered_name(settings, family), CHALLENGER)
+        current = tracking.aliased_version(steps.registered_name(settings, family), CHALLENGER)
         already = (
             current is not None
             and current.tags.get("study") == name
@@ -371,10 +371,6 @@ def sweep(
         time.perf_counter() - began,
         parent.info.run_id,
     )
-
-
-def _registered_name(settings: Settings, family: str) -> str:
-    return settings.forecaster_name if family == "forecaster" else settings.recommender_name
 
 
 # ---- review -----------------------------------------------------------------------------------

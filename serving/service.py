@@ -455,7 +455,7 @@ class Omnishelf:
         if unavailable := self._unavailable(champion):
             return unavailable
         model = champion.model
-        pairs = pd.DataFrame([pair.model_dump() for pair in body.pairs])
+        pairs = pd.DataFrame(body.model_dump()["pairs"])  # one pass in pydantic-core
         keys = pd.MultiIndex.from_frame(pairs[[STORE_ID, PRODUCT_ID]])
         unknown = keys[~keys.isin(model.series_)]
         if len(unknown):
