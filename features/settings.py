@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # Feast: the embedded default is SQLite online + file registry; production names Redis + SQL.
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_connection: str = "127.0.0.1:6379"
+    # A hung Redis must not hang requests: each online read gives up after this long (connect or
+    # answer) and /recommend answers from popularity instead.
+    redis_timeout_seconds: float = Field(0.25, gt=0)
     registry_url: str | None = Field(None, description="SQLAlchemy URL of a SQL registry")
     feast_project: str = "omnishelf"
     # "data": freshness is judged against the newest materialised data (replayed history such as
@@ -52,6 +55,9 @@ class Settings(BaseSettings):
     # Service: how often it checks whether a `champion` alias moved (then loads and swaps in the
     # new version); and an API key that, when set, every API call must send as `X-API-Key`.
     reload_seconds: float = Field(30.0, gt=0)
+    # Products kept per customer's ranked list: more memory (about 100 bytes a product) against
+    # fewer requests whose rules leave under k of the list, which are then ranked in full.
+    rank_depth: int = Field(200, ge=10, le=1000)
     api_key: str | None = Field(None, repr=False)
 
     # Salt of the phone/email hashes made at import; required when raw contacts are imported.

@@ -590,11 +590,15 @@ def models_promote(
     console.print(f"{name}: champion -> v{outcome.version} ({outcome.message})")
 
 
-def start_server(settings: Settings, port: int) -> subprocess.Popen:
-    """`bentoml serve` of the service for this workspace, logging to data/server.log."""
+def start_server(
+    settings: Settings, port: int, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """`bentoml serve` of the service for this workspace, logging to data/server.log; `env`
+    adds or overrides environment variables (settings of the service)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
+        **(env or {}),
         "OMNISHELF_HOME": str(settings.home.resolve()),
         "BENTOML_HOME": str(settings.data_dir / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "true",
@@ -614,7 +618,7 @@ def start_server(settings: Settings, port: int) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
 
 
-def _wait_ready(server: subprocess.Popen, url: str, log_path: Path, timeout: float = 180) -> None:
+def wait_ready(server: subprocess.Popen, url: str, log_path: Path, timeout: float = 180) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -651,10 +655,10 @@ def _serve_until_interrupted(server: subprocess.Popen) -> None:
     except KeyboardInterrupt:
         console.print("stopping the server")
     finally:
-        _stop(server)
+        stop_server(server)
 
 
-def _stop(server: subprocess.Popen) -> None:
+def stop_server(server: subprocess.Popen) -> None:
     if server.poll() is None:
         server.send_signal(signal.SIGINT)
         try:
@@ -701,9 +705,9 @@ def demo(
     with _step(f"5/5 service: bentoml serve on {url}"):
         server = start_server(settings, port)
         try:
-            _wait_ready(server, url, settings.data_dir / "server.log")
+            wait_ready(server, url, settings.data_dir / "server.log")
         except LookupError:
-            _stop(server)
+            stop_server(server)
             raise
     try:
         _call_endpoints(settings, url)
@@ -724,7 +728,7 @@ def demo(
             console.print("serving until Ctrl-C ...")
             _serve_until_interrupted(server)
     finally:
-        _stop(server)
+        stop_server(server)
 
 
 def _call_endpoints(settings: Settings, url: str) -> None:

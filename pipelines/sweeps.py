@@ -22,6 +22,7 @@ import mlflow
 import numpy as np
 import optuna
 import pandas as pd
+import sqlalchemy.exc
 from mlflow import MlflowClient
 
 from features.dataset import load_info
@@ -94,7 +95,19 @@ class SweepResult:
     parent_run_id: str
 
 
-def _open_study(name: str, storage: str, seed: int, tuning: Tuning) -> optuna.Study:
+def open_storage(url: str, attempts: int = 3) -> optuna.storages.RDBStorage:
+    """Optuna's storage at `url`. Workers started together on a new database race to create
+    its tables, and PostgreSQL refuses the loser's `CREATE TYPE`: by then the tables exist, so
+    the loser tries again."""
+    for attempt in range(1, attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except sqlalchemy.exc.DBAPIError:
+            time.sleep(0.5 * attempt)
+    return optuna.storages.RDBStorage(url)
+
+
+def _open_study(name: str, storage, seed: int, tuning: Tuning) -> optuna.Study:
     """Create the study, or join it if another worker did. Creating is atomic in the storage
     (the name is unique), so exactly one worker enqueues the default configuration and draws
     from `seed`; the others draw from seeds of their own, or they would propose the same
@@ -122,7 +135,7 @@ def _open_study(name: str, storage: str, seed: int, tuning: Tuning) -> optuna.St
     return study
 
 
-def _require_family(name: str, storage: str, family: str) -> None:
+def _require_family(name: str, storage, family: str) -> None:
     """Refuse to add trials of one model family to another's study, before any work."""
     try:
         existing = optuna.load_study(study_name=name, storage=storage)
@@ -271,7 +284,8 @@ def sweep(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress line says it all
     _, fingerprint = resolution(settings)
     name = study_name or f"{family}-{fingerprint[:12]}"
-    storage = settings.resolved_optuna_storage
+    storage_url = settings.resolved_optuna_storage
+    storage = open_storage(storage_url)
     _require_family(name, storage, family)
     if family == "forecaster":
         tuning = forecaster_tuning(settings, threads)
@@ -320,7 +334,7 @@ def sweep(
                 "model_family": family,
                 "kind": "sweep",
                 "study": name,
-                "optuna_storage": storage.split("@")[-1],
+                "optuna_storage": storage_url.split("@")[-1],
             }
         )
         study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[report])

@@ -1,5 +1,6 @@
 """What every request passes before the service sees it: the API key, when one is configured,
-and a cap on the body size. Probes, metrics and the OpenAPI page stay open."""
+a cap on the body size, and no form bodies (the API takes JSON). Probes, metrics and the OpenAPI
+page stay open."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ OPEN_PREFIXES = ("/static_content/",)
 API_KEY_HEADER = "X-API-Key"
 # A 10,000-pair restock batch is about 1 MB of JSON; anything much bigger is a mistake.
 MAX_BODY_BYTES = 4 * 2**20
+# BentoML parses these bodies as forms, and answers a malformed one with a 500.
+FORM_TYPES = (b"multipart/", b"application/x-www-form-urlencoded")
 
 
 class RequestGuard:
@@ -48,6 +51,16 @@ class RequestGuard:
                     "field": "body",
                 },
                 status_code=413,
+            )
+        kind = headers.get(b"content-type", b"").strip().lower()
+        if refusal is None and kind.startswith(FORM_TYPES) and path not in OPEN_PATHS:
+            refusal = JSONResponse(
+                {
+                    "error": f"request body of Content-Type {kind.decode(errors='replace')}: "
+                    "send JSON (Content-Type: application/json)",
+                    "field": "Content-Type",
+                },
+                status_code=415,
             )
         if refusal is not None:
             return await refusal(scope, receive, send)

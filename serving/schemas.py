@@ -14,22 +14,37 @@ MAX_PRODUCTS = 1000
 MAX_ID = 2**63 - 1  # ids are int64 in the feature store
 
 
+def above(bound: float) -> dict:
+    """`gt=bound` as OpenAPI 3.0 writes it, for the spec BentoML serves (3.0): a flag on
+    `minimum`, where pydantic writes JSON Schema's `exclusiveMinimum: bound`, which 3.0 tools
+    refuse (schemathesis cannot fuzz the operation)."""
+    return {"minimum": bound, "exclusiveMinimum": True}
+
+
+MAX_REMINDERS = 20
+
+
+def _unique(field: str, what: str = "an id", key=None):
+    """A validator refusing repeated values (or `key`s of them) in `field`, naming a few."""
+
+    def check(values: list) -> list:
+        keys = values if key is None else [key(v) for v in values]
+        if len(set(keys)) != len(keys):
+            repeated = sorted(k for k, n in Counter(keys).items() if n > 1)
+            raise ValueError(f"{field} must not repeat {what}; repeated: {repeated[:10]}")
+        return values
+
+    return check
+
+
 Categories = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=100)]], Field(min_length=1, max_length=50)
 ]
 
 
-class RecommendRequest(BaseModel):
-    customer_id: int | None = Field(
-        None, ge=0, le=MAX_ID, description="resolved customer id (or give channel identity)"
-    )
-    channel: Literal[CHANNELS] | None = Field(None, description="channel of `channel_customer_id`")
-    channel_customer_id: str | None = Field(
-        None,
-        min_length=1,
-        max_length=200,
-        description="the caller's own user id (loyalty card, web account, app user, ...)",
-    )
+class RecommendOptions(BaseModel):
+    """What a caller may ask of a ranked answer, for one customer or many."""
+
     k: int = Field(10, ge=1, le=100, description="how many products")
     store_id: int | None = Field(
         None, ge=0, le=MAX_ID, description="store whose popular products answer new customers"
@@ -42,18 +57,60 @@ class RecommendRequest(BaseModel):
         None, description="only products of these categories"
     )
     exclude_categories: Categories | None = Field(None, description="never these categories")
-    reminders: int = Field(3, ge=0, le=20, description="how many due repurchases to add (0: none)")
+    reminders: int = Field(
+        3, ge=0, le=MAX_REMINDERS, description="how many due repurchases to add (0: none)"
+    )
 
     @model_validator(mode="after")
-    def _one_way_to_name_the_customer(self) -> RecommendRequest:
+    def _stock_is_known_per_store(self) -> RecommendOptions:
         if self.in_stock_only and self.store_id is None:
             raise ValueError("in_stock_only needs store_id: stock is known per store")
+        return self
+
+
+class CustomerRef(BaseModel):
+    """A customer named by the resolved id or by a channel's own id (One ID resolves it)."""
+
+    customer_id: int | None = Field(
+        None, ge=0, le=MAX_ID, description="resolved customer id (or give channel identity)"
+    )
+    channel: Literal[CHANNELS] | None = Field(None, description="channel of `channel_customer_id`")
+    channel_customer_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="the caller's own user id (loyalty card, web account, app user, ...)",
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_name_the_customer(self) -> CustomerRef:
         by_identity = self.channel is not None or self.channel_customer_id is not None
         if by_identity and (self.channel is None or self.channel_customer_id is None):
             raise ValueError("give both channel and channel_customer_id")
         if by_identity == (self.customer_id is not None):
             raise ValueError("give either customer_id or channel + channel_customer_id")
         return self
+
+
+class RecommendRequest(RecommendOptions, CustomerRef):
+    pass
+
+
+MAX_BATCH_CUSTOMERS = 1000
+
+
+class RecommendBatchRequest(RecommendOptions):
+    """The same question for many resolved customers (a campaign, a nightly e-mail)."""
+
+    customer_ids: Annotated[
+        list[Annotated[int, Field(ge=0, le=MAX_ID)]],
+        Field(min_length=1, max_length=MAX_BATCH_CUSTOMERS),
+        AfterValidator(_unique("customer_ids")),
+    ]
+
+
+class RemindersRequest(CustomerRef):
+    n: int = Field(5, ge=1, le=MAX_REMINDERS, description="how many due repurchases at most")
 
 
 class RecommendedItem(BaseModel):
@@ -71,31 +128,42 @@ class Reminder(BaseModel):
     reason: str
 
 
-class RecommendResponse(BaseModel):
+class CustomerAnswer(BaseModel):
     customer_id: int | None = Field(None, description="resolved customer; null when unknown")
     items: list[RecommendedItem]
     reminders: list[Reminder] = Field([], description="usual products due soon (personal only)")
     personalized: bool
     fallback: str | None = Field(
-        None, description="why the answer is not personalised, if it is not"
+        None,
+        description="what the answer fell back on: why it is not personalised, or "
+        "stock_unavailable when in_stock_only could not be applied",
     )
     features_stale: bool = Field(
         False, description="the customer's features are older than their TTL"
     )
+
+
+class RecommendResponse(CustomerAnswer):
     model_version: str
 
 
-def _unique(product_ids: list[int]) -> list[int]:
-    if len(set(product_ids)) != len(product_ids):
-        repeated = sorted(p for p, n in Counter(product_ids).items() if n > 1)
-        raise ValueError(f"product_ids must not repeat a product; repeated: {repeated[:10]}")
-    return product_ids
+class RecommendBatchResponse(BaseModel):
+    answers: list[CustomerAnswer] = Field(..., description="one per customer, in request order")
+    model_version: str
+
+
+class RemindersResponse(BaseModel):
+    customer_id: int | None = Field(None, description="resolved customer; null when unknown")
+    reminders: list[Reminder]
+    personalized: bool = Field(..., description="false: no reminders (opted out or unknown)")
+    fallback: str | None = Field(None, description="why there are no personal reminders")
+    model_version: str
 
 
 ProductIds = Annotated[
     list[Annotated[int, Field(ge=0, le=MAX_ID)]],
     Field(min_length=1, max_length=MAX_PRODUCTS),
-    AfterValidator(_unique),
+    AfterValidator(_unique("product_ids")),
 ]
 
 
@@ -109,7 +177,9 @@ class PlannedPromotion(BaseModel):
     start_date: date
     end_date: date = Field(..., description="last day of the promotion (inclusive)")
     promo_type: Literal[PROMO_TYPES]
-    price: float | None = Field(None, gt=0, allow_inf_nan=False, description="promoted price")
+    price: Annotated[float, Field(gt=0, allow_inf_nan=False, json_schema_extra=above(0))] | None = (
+        Field(None, description="promoted price")
+    )
 
     @model_validator(mode="after")
     def _ends_after_it_starts(self) -> PlannedPromotion:
@@ -159,6 +229,11 @@ class ForecastResponse(BaseModel):
     stale_product_ids: list[int] = Field(
         [], description="products whose features are older than their TTL: treat with care"
     )
+    fallback: str | None = Field(
+        None,
+        description="feature_store_unavailable: the online store failed and the newest offline "
+        "features answered instead",
+    )
     model_version: str
 
 
@@ -181,7 +256,7 @@ class RestockRequest(BaseModel):
         None, description="supplier minimum order in units, one per product (default 0)"
     )
     lead_time_days: int = Field(2, ge=0, le=21)
-    service_level: float = Field(0.95, gt=0.5, le=0.999)
+    service_level: float = Field(0.95, gt=0.5, le=0.999, json_schema_extra=above(0.5))
 
     @model_validator(mode="after")
     def _one_value_per_product(self) -> RestockRequest:
@@ -211,6 +286,11 @@ class RestockResponse(BaseModel):
     stale_product_ids: list[int] = Field(
         [], description="products whose features are older than their TTL: treat with care"
     )
+    fallback: str | None = Field(
+        None,
+        description="feature_store_unavailable: the online store failed and the newest offline "
+        "features answered instead",
+    )
     model_version: str
 
 
@@ -227,23 +307,15 @@ class RestockPair(BaseModel):
     min_order_qty: int = Field(0, ge=0, le=1_000_000, description="supplier minimum order")
 
 
-def _unique_pairs(pairs: list[RestockPair]) -> list[RestockPair]:
-    seen = Counter((p.store_id, p.product_id) for p in pairs)
-    repeated = sorted(pair for pair, n in seen.items() if n > 1)
-    if repeated:
-        raise ValueError(f"pairs must not repeat a store x product; repeated: {repeated[:10]}")
-    return pairs
-
-
 class RestockBatchRequest(BaseModel):
     """Order quantities for many stores at once, as a replenishment job sends them."""
 
     pairs: Annotated[
         list[RestockPair],
         Field(min_length=1, max_length=MAX_BATCH_PAIRS),
-        AfterValidator(_unique_pairs),
+        AfterValidator(_unique("pairs", "a store x product", lambda p: (p.store_id, p.product_id))),
     ]
-    service_level: float = Field(0.95, gt=0.5, le=0.999)
+    service_level: float = Field(0.95, gt=0.5, le=0.999, json_schema_extra=above(0.5))
 
 
 class RestockBatchLine(RestockLine):
@@ -256,5 +328,10 @@ class RestockBatchResponse(BaseModel):
     orders: list[RestockBatchLine]
     stale_pairs: list[tuple[int, int]] = Field(
         [], description="store x product pairs whose features are older than their TTL"
+    )
+    fallback: str | None = Field(
+        None,
+        description="feature_store_unavailable: the online store failed and the newest offline "
+        "features answered instead",
     )
     model_version: str

@@ -114,7 +114,9 @@ def planned_promotions(
 
 def expand_steps(at_origin: pd.DataFrame, freq: str, horizon: int) -> pd.DataFrame:
     """One row per series x origin x step, with the start of the period each step forecasts."""
-    expanded = at_origin.loc[at_origin.index.repeat(horizon)].reset_index(drop=True)
+    expanded = at_origin.loc[at_origin.index.repeat(horizon)]
+    # A fresh frame already: reset_index would copy all of it again (0.5 s at 280,000 rows).
+    expanded.index = pd.RangeIndex(len(expanded))
     expanded[STEP] = np.tile(np.arange(1, horizon + 1), len(at_origin))
     expanded[PERIOD] = expanded[ORIGIN] + pd.to_timedelta(
         (expanded[STEP] - 1) * PERIOD_DAYS[freq], unit="D"
@@ -331,11 +333,21 @@ class DemandForecaster:
         return edges, table
 
     def predict(
-        self, at_origin: pd.DataFrame, promotions: pd.DataFrame | None = None
+        self,
+        at_origin: pd.DataFrame,
+        promotions: pd.DataFrame | None = None,
+        steps: np.ndarray | None = None,
     ) -> pd.DataFrame:
         """Every step of every series: store_id, product_id, origin, step, period, forecast (the
-        mean), p10, p50, p90."""
+        mean), p10, p50, p90.
+
+        `steps`, one per row of `at_origin`, leaves out the steps after it (what a restock cover
+        does not reach): the other rows come out as they would with all steps, since each step
+        is forecast from its own row.
+        """
         rows = self._design(at_origin, promotions)
+        if steps is not None:  # expand_steps lays out each series' steps one after another
+            rows = rows[rows[STEP].to_numpy() <= np.repeat(np.asarray(steps), self.horizon)]
         rows[FORECAST] = self.booster_.predict(self._matrix(rows)) * rows["level"].to_numpy()
         if self.residual_quantiles_ is None:
             return rows.assign(**dict.fromkeys(QUANTILES, np.nan))[

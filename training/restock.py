@@ -216,13 +216,15 @@ ORDER_COLUMNS = [
 
 
 def step_matrices(
-    predicted: pd.DataFrame, keys: pd.DataFrame
+    predicted: pd.DataFrame, keys: pd.DataFrame, horizon: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The forecaster's long output as (series x step) mean, P10 and P90, rows in `keys`' order."""
+    """The forecaster's long output as (series x step) mean, P10 and P90, rows in `keys`' order;
+    with `horizon`, one column per step 1..horizon (NaN where a step was not forecast)."""
     index = pd.MultiIndex.from_frame(keys[[STORE_ID, PRODUCT_ID]])
+    columns = None if horizon is None else range(1, horizon + 1)
     return tuple(
         predicted.pivot_table(index=[STORE_ID, PRODUCT_ID], columns=STEP, values=name)
-        .reindex(index)
+        .reindex(index=index, columns=columns)
         .to_numpy()
         for name in (FORECAST, "p10", "p90")
     )
@@ -245,16 +247,27 @@ def plan_orders(
     Returns:
         ORDER_COLUMNS, one row per series in the order of `at_origin`.
     """
-    predicted = forecaster.predict(at_origin, promotions)
-    mean, p10, p90 = step_matrices(predicted, at_origin[[STORE_ID, PRODUCT_ID]])
+    period_days, horizon = PERIOD_DAYS[forecaster.freq], forecaster.horizon
+    lead_time_days = at_origin["lead_time_days"].to_numpy(float)
+    # Only the steps a cover reaches are forecast (a third of them at a 2-day lead time): the
+    # cover multiplies the others by 0, so zeros give the same sums. Odd lead times (missing,
+    # beyond the horizon) get every step and the errors order_quantities gives them.
+    steps = np.ceil((lead_time_days + REVIEW_DAYS) / period_days)
+    steps = np.where(np.isfinite(steps), np.clip(steps, 1, horizon), horizon)
+    predicted = forecaster.predict(at_origin, promotions, steps)
+    beyond = np.arange(1, horizon + 1) > steps[:, None]
+    mean, p10, p90 = (
+        np.where(beyond, 0.0, matrix)
+        for matrix in step_matrices(predicted, at_origin[[STORE_ID, PRODUCT_ID]], horizon)
+    )
     result = order_quantities(
         mean,
         p10,
         p90,
-        PERIOD_DAYS[forecaster.freq],
+        period_days,
         on_hand=at_origin["on_hand"].to_numpy(float),
         on_order=at_origin["on_order"].to_numpy(float),
-        lead_time_days=at_origin["lead_time_days"].to_numpy(float),
+        lead_time_days=lead_time_days,
         service_level=service_level,
         pack_size=at_origin["pack_size"].to_numpy(float),
         min_order_qty=at_origin["min_order_qty"].to_numpy(float),

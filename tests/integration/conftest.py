@@ -103,16 +103,7 @@ def running_service(home: Path, **env: str):
     environment, stopped on exit."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        server = start_server(home, port)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                del os.environ[name]
-            else:
-                os.environ[name] = value
+    server = cli.start_server(Settings(home=home), port, env)
     try:
         wait_until_answering(server, url)
         with httpx.Client(base_url=url, timeout=30) as client:
@@ -121,7 +112,21 @@ def running_service(home: Path, **env: str):
         stop(server)
 
 
+def wait_until_ready(client: httpx.Client, timeout: float = 120) -> None:
+    """Until /readyz says 200: the service ranks known customers ahead before it is ready."""
+    deadline = time.monotonic() + timeout
+    while (response := client.get("/readyz")).status_code != 200:
+        assert time.monotonic() < deadline, f"not ready within {timeout} s: {response.text}"
+        time.sleep(0.3)
+
+
+# Shallow kept lists (the workspace has 40 products), so that category and stock rules leave
+# some requests short of k and the service ranks those in full: both paths are exercised.
+SHALLOW_LISTS = "15"
+
+
 @pytest.fixture(scope="session")
 def service(workspace):
-    with running_service(workspace["settings"].home) as client:
+    with running_service(workspace["settings"].home, OMNISHELF_RANK_DEPTH=SHALLOW_LISTS) as client:
+        wait_until_ready(client)
         yield client

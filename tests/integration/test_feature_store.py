@@ -8,9 +8,11 @@ OMNISHELF_REQUIRE_SERVICES=1 (CI) makes a missing service a failure.
 from __future__ import annotations
 
 import dataclasses
+import math
 import uuid
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -287,3 +289,48 @@ def test_forget_erases_the_customer_online_and_offline_and_keeps_them_out(built)
     assert not reloaded[CUSTOMER_ID].isin(accounts).any()
     # Forgetting twice is harmless.
     assert customers.forget(settings, customer).customers_changed == 0
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return type(a) is type(b) and a == b
+
+
+def test_sqlite_reads_answer_what_feasts_online_read_answers(built):
+    """The embedded store is read in bulk (one query, numpy decoding); Feast's `online_read`
+    must give the same values of the same types, stamps and staleness, for every service, with
+    unknown and repeated keys, after the decisions the tests above wrote online."""
+    settings = built["settings"]
+    if settings.online_store != "sqlite":
+        pytest.skip("the bulk read is the SQLite store's")
+    store = open_store(settings)
+    clock = data_clock(store)
+
+    def offline_keys(view: str) -> list[dict]:
+        keys = [column.name for column in store.get_feature_view(view).entity_columns]
+        frame = pd.read_parquet(settings.feast_dir / "offline" / f"{view}.parquet", columns=keys)
+        return frame.drop_duplicates().to_dict("records")
+
+    demand = offline_keys("store_product_demand")
+    cases = [
+        ("recommender_v1", {}, offline_keys("customer_profile") + [{CUSTOMER_ID: 10**9}]),
+        ("restock_v1", {}, demand + demand[:3] + [{"store_id": 999_999, "product_id": 1}]),
+        ("identity_v1", {}, offline_keys("identity_resolution") + [{IDENTITY_KEY: "web:none"}]),
+    ] + [
+        ("ranker_v1", {"views": [p.name], "full_feature_names": True}, offline_keys(p.name))
+        for p in store.get_feature_service("ranker_v1").feature_view_projections
+    ]
+    for service, options, rows in cases:
+        bulk = OnlineReader(store, service, **options)
+        assert bulk.sqlite is not None
+        feast = OnlineReader(store, service, **options)
+        feast.sqlite = None  # Feast's online_read, as on Redis
+        expected, found = feast.read_columns(rows, clock), bulk.read_columns(rows, clock)
+        assert list(found) == list(expected), service
+        for name in ("feature_ts", "stale"):
+            assert found[name].dtype == expected[name].dtype
+            np.testing.assert_array_equal(found[name], expected[name])  # NaT equals NaT
+        for name in set(found) - {"feature_ts", "stale"}:
+            assert all(map(_same, found[name], expected[name])), (service, name)
+        pd.testing.assert_frame_equal(bulk.read(rows, clock), feast.read(rows, clock))

@@ -1,5 +1,8 @@
 """The real `bentoml serve` process: answers, fallbacks and precise 4xx errors."""
 
+import sqlite3
+from contextlib import contextmanager
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -56,7 +59,14 @@ def test_ready(service):
 
 def test_openapi_page_lists_the_endpoints(service):
     spec = service.get("/docs.json").json()
-    for route in ("/recommend", "/forecast", "/restock", "/restock/batch"):
+    for route in (
+        "/recommend",
+        "/recommend/batch",
+        "/reminders",
+        "/forecast",
+        "/restock",
+        "/restock/batch",
+    ):
         assert route in spec["paths"]
 
 
@@ -110,6 +120,94 @@ def test_category_and_stock_rules_hold(service, ids, workspace):
         "/recommend", json={"customer_id": ids["known"], "include_categories": ["no such"]}
     )
     assert response.status_code == 404 and response.json()["field"] == "include_categories"
+
+
+def test_rules_that_leave_a_kept_list_short_rank_in_full(service, ids, workspace):
+    """A category holds 10 of the 40 products, fewer of them are in the customer's kept 15:
+    eight of the category can only come from ranking the request in full."""
+    products = workspace["tables"]["products"].set_index("product_id")["category"]
+    category = sorted(products.unique())[1]
+    body = {"customer_id": ids["known"], "k": 8, "include_categories": [category]}
+    answer = service.post("/recommend", json=body).json()
+    assert len(answer["items"]) == 8 and answer["personalized"], answer
+    assert {products[i["product_id"]] for i in answer["items"]} == {category}
+    ranks = service.post("/recommend", json={"customer_id": ids["known"], "k": 40}).json()
+    order = [i["product_id"] for i in ranks["items"] if products[i["product_id"]] == category]
+    assert [i["product_id"] for i in answer["items"]] == order[:8]
+
+
+def test_batch_answers_each_customer_as_recommend_does(service, ids):
+    customers = [ids["known"], ids["opted_out"], 99999999]
+    body = {"k": 6, "reminders": 2, "exclude_purchased": True}
+    batch = service.post("/recommend/batch", json={"customer_ids": customers, **body})
+    assert batch.status_code == 200, batch.text
+    answers = batch.json()["answers"]
+    assert [a["customer_id"] for a in answers] == customers
+    assert batch.json()["model_version"].startswith("omnishelf-recommender/")
+    for customer, answer in zip(customers, answers, strict=True):
+        alone = service.post("/recommend", json={"customer_id": customer, **body}).json()
+        assert answer == {k: v for k, v in alone.items() if k != "model_version"}
+    assert [a["fallback"] for a in answers] == [None, "opted_out", "unknown_customer"]
+    assert answers[0]["reminders"] and not answers[1]["reminders"]
+
+
+def test_reminders_are_the_recommend_answers_reminders(service, ids):
+    answer = service.post("/reminders", json={"customer_id": ids["known"], "n": 2}).json()
+    with_items = service.post(
+        "/recommend", json={"customer_id": ids["known"], "reminders": 2}
+    ).json()
+    assert answer["reminders"] == with_items["reminders"] and answer["personalized"]
+    assert 1 <= len(answer["reminders"]) <= 2
+    by_identity = service.post("/reminders", json=_by_identity(ids["known_identity"], n=2))
+    assert by_identity.json()["reminders"] == answer["reminders"]
+    opted_out = service.post("/reminders", json={"customer_id": ids["opted_out"]}).json()
+    assert opted_out["reminders"] == [] and opted_out["fallback"] == "opted_out"
+
+
+@contextmanager
+def online_table_lost(settings, view: str):
+    """A real fault of the online store: the view's table disappears from the SQLite file the
+    server reads, and comes back afterwards."""
+    table = f"{settings.feast_project}_{view}"
+    with sqlite3.connect(settings.feast_dir / "online_store.db") as connection:
+        connection.execute(f"ALTER TABLE {table} RENAME TO {table}_lost")
+    try:
+        yield
+    finally:
+        with sqlite3.connect(settings.feast_dir / "online_store.db") as connection:
+            connection.execute(f"ALTER TABLE {table}_lost RENAME TO {table}")
+
+
+def test_without_the_online_demand_features_the_offline_snapshot_answers(service, ids, workspace):
+    store, products = ids["store_id"], ids["products"]
+    forecast = {"store_id": store, "product_ids": products, "horizon_days": 7}
+    restock = {"store_id": store, "product_ids": products, "on_hand": [1.0] * len(products)}
+    batch = {"pairs": [{"store_id": store, "product_id": p, "on_hand": 1.0} for p in products]}
+    stocked = {"customer_id": ids["known"], "k": 5, "store_id": store, "in_stock_only": True}
+    online = {
+        route: service.post(route, json=body).json()
+        for route, body in [
+            ("/forecast", forecast),
+            ("/restock", restock),
+            ("/restock/batch", batch),
+            ("/recommend", stocked),
+        ]
+    }
+    assert all(answer.get("fallback") is None for answer in online.values()), online
+    with online_table_lost(workspace["settings"], "store_product_demand"):
+        for route, body in [
+            ("/forecast", forecast),
+            ("/restock", restock),
+            ("/restock/batch", batch),
+        ]:
+            answer = service.post(route, json=body)
+            assert answer.status_code == 200, answer.text
+            # The snapshot is what the online store was loaded from: the same numbers.
+            assert answer.json() == {**online[route], "fallback": "feature_store_unavailable"}
+        unfiltered = service.post("/recommend", json=stocked).json()
+        assert unfiltered["fallback"] == "stock_unavailable" and unfiltered["personalized"]
+        assert len(unfiltered["items"]) == 5
+    assert service.post("/forecast", json=forecast).json() == online["/forecast"]
 
 
 def test_exclude_purchased_leaves_out_bought_products(service, ids, workspace):
@@ -366,6 +464,12 @@ def test_restock_batch_spans_stores_and_agrees_with_restock(service, workspace):
             {"store_id": 1, "product_ids": [1], "on_hand": [1], "service_level": 0.5},
             "service_level",
         ),
+        ("/recommend/batch", {"customer_ids": []}, "customer_ids"),
+        ("/recommend/batch", {"customer_ids": [3, 4, 3]}, "repeat"),
+        ("/recommend/batch", {"customer_ids": list(range(1001))}, "customer_ids"),
+        ("/recommend/batch", {"customer_ids": [1], "k": 0}, "k"),
+        ("/reminders", {"customer_id": 1, "n": 0}, "n"),
+        ("/reminders", {"channel": "web"}, "channel_customer_id"),
         ("/restock/batch", {"pairs": []}, "pairs"),
         ("/restock/batch", {"pairs": [{"store_id": 1, "product_id": 2}]}, "on_hand"),
         (

@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from serving.service import load_champion
-from tests.integration.conftest import running_service
+from tests.integration.conftest import running_service, wait_until_ready
 from training import tracking
 
 pytestmark = pytest.mark.integration
@@ -21,6 +21,7 @@ KEY = "test-key-0123456789"
 def guarded(workspace):
     home = workspace["settings"].home
     with running_service(home, OMNISHELF_API_KEY=KEY, OMNISHELF_RELOAD_SECONDS="1") as client:
+        wait_until_ready(client)
         yield client
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+import sqlalchemy
 from mlflow import MlflowClient
 
 from pipelines import sweeps
@@ -92,14 +93,30 @@ def swept_fingerprint(name: str, version: str) -> str:
     return MlflowClient().get_model_version(name, version).tags["dataset_fingerprint"]
 
 
-def test_two_workers_share_one_postgresql_study_without_duplicates(workspace):
+@pytest.fixture
+def new_postgresql_database():
+    """A database of its own, as a team's first sweep finds it: no Optuna tables yet."""
     require_services("PostgreSQL")
+    name = f"omnishelf_sweeps_{uuid.uuid4().hex[:8]}"
+    server = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    with server.connect() as connection:
+        connection.execute(sqlalchemy.text(f"DROP DATABASE {name} WITH (FORCE)"))
+    server.dispose()
+
+
+def test_two_workers_share_one_postgresql_study_without_duplicates(
+    workspace, new_postgresql_database
+):
+    """Both workers start at once on a new database: they race to create Optuna's tables too."""
     settings = workspace["settings"]
     study_name = f"two-workers-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
         "OMNISHELF_HOME": str(settings.home),
-        "OMNISHELF_OPTUNA_STORAGE": POSTGRES_URL,
+        "OMNISHELF_OPTUNA_STORAGE": new_postgresql_database,
     }
     omnishelf = Path(sys.executable).parent / "omnishelf"
     command = [str(omnishelf), "sweep", "forecaster", "--trials", "3", "--study", study_name]
@@ -118,7 +135,7 @@ def test_two_workers_share_one_postgresql_study_without_duplicates(workspace):
         out[-3000:] for worker, out in zip(workers, outputs, strict=True) if worker.returncode
     ]
     assert not failed, "\n".join(failed)
-    study = optuna.load_study(study_name=study_name, storage=POSTGRES_URL)
+    study = optuna.load_study(study_name=study_name, storage=new_postgresql_database)
     trials = study.trials
     assert len(trials) == 6
     assert sorted(t.number for t in trials) == list(range(6))
@@ -126,7 +143,6 @@ def test_two_workers_share_one_postgresql_study_without_duplicates(workspace):
     assert sum(bool(t.user_attrs.get("default")) for t in trials) == 1
     drawn = [tuple(sorted(t.params.items())) for t in trials]
     assert len(set(drawn)) == len(drawn), "two trials ran the same configuration"
-    optuna.delete_study(study_name=study_name, storage=POSTGRES_URL)
 
 
 def test_recommender_sweep_tunes_the_ranker_and_is_gated_on_the_trains_holdout(workspace):

@@ -8,6 +8,7 @@ from training.forecaster import (
     expand_steps,
     planned_promotions,
 )
+from training.restock import order_quantities, plan_orders, step_matrices
 
 WEEKLY_SHAPE = np.array([1, 1, 1, 1, 2, 5, 4], dtype=float)  # Monday .. Sunday
 START = pd.Timestamp("2024-01-01")  # a Monday
@@ -165,3 +166,37 @@ def test_censored_periods_are_left_out_of_the_loss():
     assert raw_error > 4.0  # learnt the stockouts as no demand
     # Lags and means still hold the stockouts' zeros, so the correction is partial, not exact.
     assert corrected_error < 0.35 * raw_error
+
+
+def test_steps_leave_out_the_later_steps_and_the_others_unchanged():
+    panel = daily_panel(140)
+    at_origin = features_at(panel, pd.date_range("2024-01-15", "2024-04-01", freq="D"))
+    model = DemandForecaster("D", params={"min_data_in_leaf": 5}, num_boost_round=50)
+    model.fit(at_origin[at_origin["event_timestamp"] < "2024-03-15"], panel)
+    origin = at_origin[at_origin["event_timestamp"] == "2024-03-18"]  # products 1, 2
+    everything = model.predict(origin)
+    some = model.predict(origin, steps=np.array([3, 10]))
+    assert some.groupby("product_id")["step"].max().to_dict() == {1: 3, 2: 10}
+    wanted = everything["step"] <= np.where(everything["product_id"] == 1, 3, 10)
+    pd.testing.assert_frame_equal(
+        some.reset_index(drop=True), everything[wanted].reset_index(drop=True), check_exact=True
+    )
+    # Orders forecast only the steps their cover reaches, and come out as from every step.
+    stock = origin.assign(
+        on_hand=[2.0, 5.0], on_order=[0.0, 3.0], lead_time_days=[1, 9], pack_size=[1, 6]
+    ).assign(min_order_qty=0)
+    planned = plan_orders(model, stock, 0.95)
+    mean, p10, p90 = step_matrices(everything, stock)
+    expected = order_quantities(
+        mean,
+        p10,
+        p90,
+        1,
+        on_hand=stock["on_hand"].to_numpy(),
+        on_order=stock["on_order"].to_numpy(),
+        lead_time_days=stock["lead_time_days"].to_numpy(),
+        service_level=0.95,
+        pack_size=stock["pack_size"].to_numpy(),
+    )
+    for name, values in expected.items():
+        assert np.array_equal(planned[name].to_numpy(), values), name

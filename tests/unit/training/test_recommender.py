@@ -6,25 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import synthetic
-from training.evaluation import time_split
-from training.recommender import BASELINES, FINAL, NextBestProduct, evaluate_protocol, train_ranker
-
-CONFIG = synthetic.SyntheticConfig(
-    n_customers=200, n_stores=2, n_products=40, n_categories=4, days=150, seed=5
-)
-
-
-@pytest.fixture(scope="module")
-def tables():
-    return synthetic.generate(CONFIG)
-
-
-@pytest.fixture(scope="module")
-def served(tables):
-    holdout = time_split(tables["transactions"])
-    ranker, reminders = train_ranker(holdout, tables["products"])
-    return NextBestProduct(ranker, reminders).fit(tables["transactions"], tables["products"])
+from training.recommender import BASELINES, FINAL, evaluate_protocol
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +79,9 @@ def test_pyfunc_frame_has_one_row_per_customer_and_rank(served, regular):
 
 
 @pytest.mark.parametrize("protocol", ["time_split", "next_basket"])
-def test_evaluation_table_has_the_model_and_every_baseline_on_one_holdout(tables, protocol):
+def test_evaluation_table_has_the_model_and_every_baseline_on_one_holdout(shop_tables, protocol):
     evaluation = evaluate_protocol(
-        tables["transactions"], tables["products"], protocol, baselines=BASELINES
+        shop_tables["transactions"], shop_tables["products"], protocol, baselines=BASELINES
     )
     assert list(evaluation.table.index) == [FINAL, *BASELINES]
     assert evaluation.table["recall_at_10"].between(0, 1).all()

@@ -1,0 +1,223 @@
+"""Ranked lists kept in memory, so /recommend filters a list instead of ranking per request.
+
+Ranking one customer costs about 80 ms (five candidate generators, their features, LightGBM):
+far over what a page view can wait. Ranking is a function of the model, the customer's online
+profile and the store, and the per-request rules (repurchases, categories, stock) only drop
+products from the order. So each list is ranked once, `depth` deep, and a request keeps the
+products its rules allow: when at least k remain, they are exactly the first k the full ranking
+with those rules would give. When fewer remain and the list was cut at `depth`, the caller ranks
+the request in full.
+
+A customer's list is tied to the stamp of the profile it was ranked with; a request that reads a
+newer profile (a new materialisation) ranks again. Lists of known customers at their usual
+store are ranked in one batch when the service starts (`warm`); others on first use, and the
+least recently used of those are dropped beyond `capacity`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.contract import CUSTOMER_ID, PRODUCT_ID
+from training.recommender import cycle_reason
+
+NOT_PERSONAL = -1  # the customer key of popular lists: they depend on the store only
+MAX_REMINDERS = 20  # the most reminders a request may ask for (schemas.RecommendRequest)
+
+
+@dataclass(frozen=True)
+class RankedList:
+    """One customer's products, best first, with what the rules and the answer need."""
+
+    products: np.ndarray
+    scores: np.ndarray
+    reasons: np.ndarray
+    categories: np.ndarray
+    bought: np.ndarray  # bought by the customer (only set on personal lists)
+    complete: bool  # holds every candidate: nothing was cut at the depth
+    stamp: object = None  # the profile stamp it was ranked with
+
+    def allowed(
+        self,
+        exclude_purchased: bool,
+        include: list[str] | None,
+        exclude: list[str] | None,
+    ) -> np.ndarray:
+        """Positions the rules keep, in rank order."""
+        keep = ~self.bought if exclude_purchased else np.ones(len(self.products), bool)
+        if include:
+            keep &= np.isin(self.categories, include)
+        if exclude:
+            keep &= ~np.isin(self.categories, exclude)
+        return np.flatnonzero(keep)
+
+
+def split_ranked(frame: pd.DataFrame, categories: pd.Series, depth: int, stamps) -> dict:
+    """`NextBestProduct.rank` output (sorted by customer, then rank) -> customer -> RankedList."""
+    customers = frame[CUSTOMER_ID].to_numpy()
+    products = frame[PRODUCT_ID].to_numpy(np.int64)
+    bought = (frame.get("baskets", pd.Series(0.0, index=frame.index)).fillna(0) > 0).to_numpy()
+    bought &= frame["personalized"].to_numpy(bool)
+    columns = {
+        "products": products,
+        "scores": frame["score"].to_numpy(float),
+        "reasons": frame["reason"].to_numpy(object),
+        "categories": categories.reindex(products).to_numpy(object),
+        "bought": bought,
+    }
+    starts = np.flatnonzero(np.r_[True, customers[1:] != customers[:-1]])
+    ends = np.r_[starts[1:], len(customers)]
+    return {
+        int(customers[start]): RankedList(
+            **{name: values[start:end] for name, values in columns.items()},
+            complete=end - start < depth,
+            stamp=stamps.get(int(customers[start])),
+        )
+        for start, end in zip(starts, ends, strict=True)
+    }
+
+
+def _empty() -> RankedList:
+    return RankedList(
+        *(np.array([], kind) for kind in (np.int64, float, object, object, bool)), True
+    )
+
+
+EMPTY = _empty()
+
+
+def as_ranked_list(frame: pd.DataFrame, categories: pd.Series, depth: int) -> RankedList:
+    """The ranking of one customer (`NextBestProduct.rank` output) as a list."""
+    return next(iter(split_ranked(frame, categories, depth, {}).values()), EMPTY)
+
+
+class RankedLists:
+    """Ranked lists of one model, by (customer, store); safe to share between request threads."""
+
+    def __init__(self, model, lookup, depth: int, capacity: int):
+        self.model, self.lookup, self.depth = model, lookup, depth
+        self.capacity = capacity
+        self.lists: OrderedDict[tuple[int, int], RankedList] = OrderedDict()
+        self.due: dict[int, list[dict]] = {}  # reminders as answered, most probable first
+        self.known = frozenset(model.history_.customer_index.tolist())  # who can be personal
+        self.home = model.home_store_.to_dict()  # a dict: a Series lookup costs 15 us a request
+        self.lock = threading.Lock()
+
+    def key(self, customer_id: int | None, store_id: int | None, personal: bool) -> tuple:
+        if not personal:  # popular at the request's store, or overall without one
+            return NOT_PERSONAL, NOT_PERSONAL if store_id is None else store_id
+        if store_id is None:
+            store_id = int(self.home.get(customer_id, NOT_PERSONAL))
+        return customer_id, store_id
+
+    def warm(self, stamps: pd.Series, chunk: int = 500) -> int:
+        """Rank every customer of `stamps` (customer -> profile stamp) at their usual store, in
+        chunks so that requests are served in between; and their reminders. Returns how many."""
+        customers = stamps.index.to_numpy()
+        customers = customers[self.model.knows(customers)]
+        ranked = 0
+        for begin in range(0, len(customers), chunk):
+            part = customers[begin : begin + chunk]
+            frame = self.model.rank(
+                part, self.depth, personalize=np.ones(len(part), bool), lookup=self.lookup
+            )
+            lists = split_ranked(frame, self.model.category_, self.depth, stamps)
+            due = self._reminder_answers(part)
+            with self.lock:
+                for customer, ranked_list in lists.items():
+                    self.lists[self.key(customer, None, True)] = ranked_list
+                self.due.update(due)
+            ranked += len(part)
+        return ranked
+
+    def get_many(
+        self, customer_ids: list, store_id: int | None, personal: np.ndarray, stamps: list
+    ) -> list[RankedList]:
+        """The list of each customer (or the popular one) at the store: kept ones, and the
+        rest ranked now in one call (those not kept, or kept with an older profile stamp)."""
+        keys = [self.key(c, store_id, p) for c, p in zip(customer_ids, personal, strict=True)]
+        with self.lock:
+            found = [self.lists.get(key) for key in keys]
+            for i, key in enumerate(keys):
+                if found[i] is not None and personal[i] and found[i].stamp != stamps[i]:
+                    found[i] = None  # a newer profile: rank again
+                elif found[i] is not None:
+                    self.lists.move_to_end(key)
+        missing = [i for i, f in enumerate(found) if f is None]
+        if not missing:
+            return found
+        fresh = {}
+        wanted = [i for i in missing if personal[i]]
+        if wanted:
+            customers = np.array([customer_ids[i] for i in wanted], np.int64)
+            frame = self.model.rank(
+                customers,
+                self.depth,
+                store_id=store_id,
+                personalize=np.ones(len(customers), bool),
+                lookup=self.lookup,
+            )
+            ranked = split_ranked(
+                frame,
+                self.model.category_,
+                self.depth,
+                {customer_ids[i]: stamps[i] for i in wanted},
+            )
+            fresh.update({keys[i]: ranked.get(customer_ids[i], EMPTY) for i in wanted})
+        if len(wanted) < len(missing):  # one popular list serves every non-personal caller
+            frame = self.model.rank(
+                np.array([NOT_PERSONAL]),
+                self.depth,
+                store_id=store_id,
+                personalize=np.zeros(1, bool),
+            )
+            fresh[self.key(None, store_id, False)] = as_ranked_list(
+                frame, self.model.category_, self.depth
+            )
+        with self.lock:
+            for key, ranked_list in fresh.items():
+                self.lists[key] = ranked_list
+            while len(self.lists) > self.capacity:
+                self.lists.popitem(last=False)
+        return [fresh[keys[i]] if f is None else f for i, f in enumerate(found)]
+
+    def reminders(self, customer_id: int, n: int) -> list[dict]:
+        """Up to n due repurchases of a known customer (history only: kept per model)."""
+        with self.lock:
+            due = self.due.get(customer_id)
+        if due is None:
+            due = self._reminder_answers(np.array([customer_id]))[customer_id]
+            with self.lock:
+                self.due[customer_id] = due
+        return due[:n]
+
+    def _reminder_answers(self, customers: np.ndarray) -> dict[int, list[dict]]:
+        """Customer -> reminders as answered; an empty list for customers with none due."""
+        none = {int(customer): [] for customer in customers}
+        if self.model.reminders is None:  # a model trained without reminders
+            return none
+        due = self.model.due(customers, MAX_REMINDERS)
+        if due.empty:
+            return none
+        answers = pd.DataFrame(
+            {
+                CUSTOMER_ID: due[CUSTOMER_ID].astype(np.int64),
+                PRODUCT_ID: due[PRODUCT_ID].astype(np.int64),
+                "probability": due["probability"].astype(float).round(4),
+                "within_days": self.model.reminders.days,
+                "due_in_days": due["due_in_days"].astype(float).round(1),
+                "reason": [
+                    cycle_reason(c, d)
+                    for c, d in zip(due["cycle_days"], due["days_since_bought"], strict=True)
+                ],
+            }
+        )
+        return none | {
+            int(customer): group.drop(columns=CUSTOMER_ID).to_dict("records")
+            for customer, group in answers.groupby(CUSTOMER_ID)
+        }
