@@ -94,8 +94,8 @@ def profile_stamps(feature_ts) -> list[int]:
 def settle_heap() -> None:
     """Move every object alive now (models, kept lists: about 450,000 on Complete Journey) to
     the collector's permanent generation. A full collection walks them all, 250 ms, and the
-    requests in flight wait for it: it was the p99 of /recommend (312 ms, with a 2.3 ms p50).
-    Unfreezing first lets a replaced model's objects be collected."""
+    requests in flight would wait for it. Unfreezing first lets a replaced model's objects be
+    collected."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()
