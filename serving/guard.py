@@ -62,6 +62,41 @@ class RequestGuard:
                 },
                 status_code=415,
             )
+        if refusal is None and b"content-length" not in headers:
+            # A chunked body says its size only by arriving: read it here, up to the cap.
+            receive = await self._read_capped(receive)
+            if receive is None:
+                refusal = JSONResponse(
+                    {
+                        "error": f"request body over {self.max_body_bytes} bytes (chunked)",
+                        "field": "body",
+                    },
+                    status_code=413,
+                )
         if refusal is not None:
             return await refusal(scope, receive, send)
         return await self.app(scope, receive, send)
+
+    async def _read_capped(self, receive: Receive) -> Receive | None:
+        """The body, read whole unless it passes the cap (None then), handed on as one message."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left: pass that on
+                return _replay([message], receive)
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body_bytes:
+                return None
+            if not message.get("more_body", False):
+                body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return _replay([body], receive)
+
+
+def _replay(messages: list, receive: Receive) -> Receive:
+    """A receive that first gives `messages`, then what the client sends next."""
+
+    async def replayed():
+        return messages.pop(0) if messages else await receive()
+
+    return replayed

@@ -50,6 +50,20 @@ def test_oversized_bodies_are_refused_before_parsing(guarded):
         headers={"X-API-Key": KEY, "Content-Type": "application/json"},
     )
     assert answer.status_code == 413 and answer.json()["field"] == "body"
+    # Without Content-Length (chunked), the size is counted as the body arrives.
+    chunked = guarded.post(
+        "/recommend",
+        content=(big[i : i + 2**16] for i in range(0, len(big), 2**16)),
+        headers={"X-API-Key": KEY, "Content-Type": "application/json"},
+    )
+    assert chunked.status_code == 413 and chunked.json()["field"] == "body"
+    small = b'{"customer_id": 1, "k": 3}'
+    answer = guarded.post(
+        "/recommend",
+        content=(small[i : i + 5] for i in range(0, len(small), 5)),
+        headers={"X-API-Key": KEY, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 200 and len(answer.json()["items"]) == 3, answer.text
 
 
 def test_a_moved_champion_alias_is_served_without_downtime(workspace, guarded):
