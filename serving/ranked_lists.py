@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -168,7 +168,9 @@ class RankedLists:
                 self.depth,
                 {customer_ids[i]: stamps[i] for i in wanted},
             )
-            fresh.update({keys[i]: ranked.get(customer_ids[i], EMPTY) for i in wanted})
+            # No candidates is an answer too: kept with its stamp, not ranked again each time.
+            empty = {i: replace(EMPTY, stamp=stamps[i]) for i in wanted}
+            fresh.update({keys[i]: ranked.get(customer_ids[i], empty[i]) for i in wanted})
         if len(wanted) < len(missing):  # one popular list serves every non-personal caller
             frame = self.model.rank(
                 np.array([NOT_PERSONAL]),

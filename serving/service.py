@@ -176,6 +176,7 @@ class Omnishelf:
         self.ranker_features = None
         self.warming: str | None = None  # what is being ranked ahead, while it is
         self.demand_snapshot = None  # offline demand features, once the online store failed
+        self.snapshot_lock = threading.Lock()
         try:
             self.feature_store = open_store(self.settings)
             self.feature_store.get_feature_service("recommender_v1")
@@ -235,9 +236,9 @@ class Omnishelf:
         except Exception as error:  # lists are then ranked on first request instead
             log.warning("ranking ahead stopped: %s: %s", type(error).__name__, error)
         finally:
-            if settle:
+            if settle:  # the start-up warm: the service is ready once it is done
                 settle_heap()
-            self.warming = None
+                self.warming = None
 
     def _problems(self) -> list[str]:
         return self.problems + [c.problem for c in self.champions.values() if c.problem]
@@ -251,23 +252,31 @@ class Omnishelf:
         beside the old one, then swap. A version that fails to load leaves the old one serving."""
         while True:
             time.sleep(self.settings.reload_seconds)
-            for family, champion in list(self.champions.items()):
-                try:
-                    current = tracking.champion_version(champion.name)
-                except Exception as error:  # the registry is down: keep serving what we have
-                    log.warning("registry unreachable: %s", type(error).__name__)
-                    break
-                if current is None or str(current.version) == champion.version:
-                    continue
-                loaded = load_champion(champion.name)
-                if loaded.model is None:
-                    log.error("not reloading %s: %s", champion.name, loaded.problem)
-                    continue
-                if family == "recommender" and (loaded := self._with_lists(loaded)).lists:
-                    self._warm(loaded.lists)  # the old version serves meanwhile
-                self.champions[family] = loaded
-                settle_heap()  # the old version's objects become garbage, collected here
-                log.warning("now serving %s (was %s)", loaded.label, champion.version)
+            if self._reload_moved_champions():
+                settle_heap()  # the old versions' objects are garbage now: collected here
+
+    def _reload_moved_champions(self) -> bool:
+        """Swap in each champion whose alias moved; whether any was."""
+        swapped = False
+        for family in list(self.champions):
+            champion = self.champions[family]
+            try:
+                current = tracking.champion_version(champion.name)
+            except Exception as error:  # the registry is down: keep serving what we have
+                log.warning("registry unreachable: %s", type(error).__name__)
+                break
+            if current is None or str(current.version) == champion.version:
+                continue
+            loaded = load_champion(champion.name)
+            if loaded.model is None:
+                log.error("not reloading %s: %s", champion.name, loaded.problem)
+                continue
+            if family == "recommender" and (loaded := self._with_lists(loaded)).lists:
+                self._warm(loaded.lists)  # the old version serves meanwhile
+            self.champions[family] = loaded
+            swapped = True
+            log.warning("now serving %s (was %s)", loaded.label, champion.version)
+        return swapped
 
     def __is_ready__(self) -> bool:
         if problems := self._readiness():
@@ -385,7 +394,7 @@ class Omnishelf:
                 exact = self._ranked_in_full(champion, customer, body)
                 if isinstance(exact, JSONResponse):
                     return exact
-                ranked_list, positions = exact
+                customer, ranked_list, positions = exact
             answers.append(
                 customer.answer(
                     ranked_list,
@@ -396,31 +405,44 @@ class Omnishelf:
         return answers
 
     def _ranked_in_full(
-        self, champion, customer, body
-    ) -> tuple[RankedList, np.ndarray] | JSONResponse:
+        self, champion, customer: Customer, body
+    ) -> tuple[Customer, RankedList, np.ndarray] | JSONResponse:
         """One customer ranked with the rules applied before the depth cut (kept lists are cut
-        first): the rare request whose rules leave fewer than k of a kept list."""
+        first): the rare request whose rules leave fewer than k of a kept list. A failing
+        feature read degrades as on the kept path: popular products, or stock unfiltered, each
+        flagged on the customer's answer."""
         model = champion.model
         depth = self.settings.rank_depth if body.in_stock_only else body.k
-        frame = model.rank(
-            np.array([NOT_PERSONAL if customer.id is None else customer.id]),
-            depth,
-            store_id=body.store_id,
-            personalize=np.array([customer.personal]),
-            exclude_purchased=body.exclude_purchased,
-            include_categories=body.include_categories,
-            exclude_categories=body.exclude_categories,
-            lookup=self.ranker_features if customer.personal else None,
-        )
+
+        def rank(personal: bool) -> pd.DataFrame:
+            return model.rank(
+                np.array([NOT_PERSONAL if customer.id is None else customer.id]),
+                depth,
+                store_id=body.store_id,
+                personalize=np.array([personal]),
+                exclude_purchased=body.exclude_purchased,
+                include_categories=body.include_categories,
+                exclude_categories=body.exclude_categories,
+                lookup=self.ranker_features if personal else None,
+            )
+
+        try:
+            frame = rank(customer.personal)
+        except Exception as error:  # the ranker's features failed: popular still answers
+            log.warning("ranker features unavailable: %s", type(error).__name__)
+            customer = customer.without_personal(UNREACHABLE)
+            frame = rank(False)
         ranked_list = as_ranked_list(frame, model.category_, depth)
         positions = np.arange(len(ranked_list.products))
         if body.in_stock_only:
             stocked = self._in_stock(body.store_id, [ranked_list.products])
             if isinstance(stocked, JSONResponse) and stocked.status_code != 503:
                 return stocked
-            if not isinstance(stocked, JSONResponse):  # else unfiltered, as flagged above
+            if isinstance(stocked, JSONResponse):  # stock unknown: unfiltered, and flagged
+                customer = replace(customer, fallback=customer.fallback or STOCK_UNKNOWN)
+            else:
                 positions = positions[stocked[0]]
-        return ranked_list, positions
+        return customer, ranked_list, positions
 
     @staticmethod
     def _reminders(lists: RankedLists, customer: Customer, n: int) -> list[dict]:
@@ -550,13 +572,14 @@ class Omnishelf:
         """The newest offline row of each store x product (what the online store was loaded
         from; both demand services read the one view), as an online read answers it. Read on
         the first failure of the online store, then kept."""
-        if self.demand_snapshot is None:
-            table = read_offline_table(self.settings, DEMAND_VIEW)
-            newest = table.sort_values(EVENT_TIMESTAMP).drop_duplicates(
-                [STORE_ID, PRODUCT_ID], keep="last"
-            )
-            ttl = self.feature_store.get_feature_view(DEMAND_VIEW).ttl
-            self.demand_snapshot = (newest.set_index([STORE_ID, PRODUCT_ID]), ttl)
+        with self.snapshot_lock:  # one read of the table, however many requests wait for it
+            if self.demand_snapshot is None:
+                table = read_offline_table(self.settings, DEMAND_VIEW)
+                newest = table.sort_values(EVENT_TIMESTAMP).drop_duplicates(
+                    [STORE_ID, PRODUCT_ID], keep="last"
+                )
+                ttl = self.feature_store.get_feature_view(DEMAND_VIEW).ttl
+                self.demand_snapshot = (newest.set_index([STORE_ID, PRODUCT_ID]), ttl)
         newest, ttl = self.demand_snapshot
         keys = pd.MultiIndex.from_frame(pd.DataFrame(rows)[[STORE_ID, PRODUCT_ID]])
         found = newest.reindex(keys).reset_index()
@@ -564,7 +587,8 @@ class Omnishelf:
         now = (
             pd.Timestamp(self.clock) if self.clock else pd.Timestamp.now(tz="UTC").tz_localize(None)
         )
-        found["stale"] = bool(ttl) and (now - found["feature_ts"] > ttl).to_numpy()
+        too_old = (now - found["feature_ts"] > ttl).to_numpy() if ttl else False
+        found["stale"] = found["feature_ts"].isna().to_numpy() | too_old  # none: stale too
         return found
 
     @bentoml.api(route="/forecast", input_spec=ForecastRequest)
