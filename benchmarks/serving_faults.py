@@ -222,9 +222,7 @@ def redis_workspace(store: PrivateRedis) -> Settings:
     )
     began = time.perf_counter()
     steps.ingest(settings, cli._synthetic_source(REDIS_WORKSPACE))
-    steps.build_features(settings)
-    if not store.keys():
-        steps.build_features(settings, force=True)
+    steps.build_features(settings, force=not store.keys())  # an empty Redis is filled anew
     steps.train_recommender(settings)
     steps.train_forecaster(settings)
     print(f"redis workspace {REDIS_HOME}: {time.perf_counter() - began:.1f} s")

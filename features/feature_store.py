@@ -509,8 +509,7 @@ def _sqlite_read(
     Feast's loop turns every stored value into a datetime and a Value proto in Python; here one
     query per 10,000 keys returns each value with the position of its entity row, and the float
     values, what every numeric feature is stored as, are decoded with numpy; any other value
-    goes through its proto as before. 10,000 store x product rows of 33 features, the whole
-    `read`: 2.1 -> 0.43 s (medians of 5, loaded 2-core machine; benchmarks/serving_restock.py).
+    goes through its proto as before: most of a 10,000-pair restock batch was that loop.
     The stamp of a row is the oldest of its stored values (Feast's: the last one read; a row is
     written whole, so they agree). Event stamps are read as the UTC epoch seconds they are
     stored as (Feast's converter reads them as local time, an hour or more off outside UTC).

@@ -49,7 +49,9 @@ def observed_series(
     stock = inventory[(inventory[DATE] >= first) & (inventory[DATE] < end)]
     if stock.empty:
         raise ValueError(f"no inventory snapshot between {first:%Y-%m-%d} and {day:%Y-%m-%d}")
-    days = sold_out_days(stock, transactions)
+    # Only the window's sales: the stock days are the window's.
+    sold = transactions[(transactions[TS] >= first) & (transactions[TS] < end)]
+    days = sold_out_days(stock, sold)
     in_stock_sales = days["sold"].where(~days["sold_out"])
     usual = in_stock_sales.groupby([days[STORE_ID], days[PRODUCT_ID]]).transform("mean")
     days["lost"] = np.where(

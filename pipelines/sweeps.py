@@ -155,10 +155,10 @@ def trial_table(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def forecaster_tuning(settings: Settings, threads: int) -> Tuning:
-    """Validation windows: the backtest origins before the last; the last is the holdout."""
+def forecaster_tuning(settings: Settings, threads: int, fingerprint: str) -> Tuning:
+    """Validation windows: the backtest origins before the last; the last is the holdout.
+    `fingerprint`: the resolved data's, which the sweep already has."""
     data = steps.forecast_data(settings)
-    _, fingerprint = resolution(settings)
     validation, holdout = data.origins[:-1], data.origins[-1]
     promotions, calendar = data.tables.get("promotions"), data.tables.get("calendar")
     freq, country = data.info.freq, data.info.country
@@ -202,14 +202,16 @@ def forecaster_tuning(settings: Settings, threads: int) -> Tuning:
 
 
 def recommender_tuning(
-    settings: Settings, threads: int, progress: Callable[[str], None] | None = None
+    settings: Settings,
+    threads: int,
+    fingerprint: str,
+    progress: Callable[[str], None] | None = None,
 ) -> Tuning:
     """Validation windows: the time-split windows before the holdout, each scored by a ranker
     learned on the windows before it. Candidate rows are built once per window; a trial only
     refits the ranker. The holdout is `omnishelf train`'s, so champion and challenger meet
     the same test."""
     info = load_info(settings.tables_dir)
-    _, fingerprint = resolution(settings)
     tables = steps.resolved_tables(settings, ["transactions", "products"])[0]
     transactions, products = tables["transactions"], tables["products"]
     learn_from = TRAINING_HOLDOUTS[PROTOCOL]
@@ -230,11 +232,13 @@ def recommender_tuning(
         windows.append(window_rows(window, products, lookup))
     fitted: dict = {}  # the holdout's ranker, kept for registering it
 
-    def ranker_before(config: dict, first: int):
-        return fit_ranker(windows[first : first + learn_from], *ranker_from(config, threads))
+    def ranker_before(config: dict, first: int, reminders: bool = True):
+        learned = windows[first : first + learn_from]
+        return fit_ranker(learned, *ranker_from(config, threads), reminders=reminders)
 
     def score(config: dict, step: int) -> float:
-        ranker, _ = ranker_before(config, step + 2)
+        # Validation scores the ranker only: a reminder model here would be fitted and dropped.
+        ranker, _ = ranker_before(config, step + 2, reminders=False)
         window = windows[step + 1]
         return recall_at_k(window.holdout.relevant, ranked_lists(ranker, window, 10), 10)
 
@@ -288,9 +292,9 @@ def sweep(
     storage = open_storage(storage_url)
     _require_family(name, storage, family)
     if family == "forecaster":
-        tuning = forecaster_tuning(settings, threads)
+        tuning = forecaster_tuning(settings, threads, fingerprint)
     elif family == "recommender":
-        tuning = recommender_tuning(settings, threads, progress)
+        tuning = recommender_tuning(settings, threads, fingerprint, progress)
     else:
         raise ValueError(f"no sweep for {family!r}: forecaster or recommender")
     study = _open_study(name, storage, seed, tuning)

@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from features.contract import CUSTOMER_ID, PRODUCT_ID
+from serving.schemas import MAX_REMINDERS
 from training.recommender import cycle_reason
 
 NOT_PERSONAL = -1  # the customer key of popular lists: they depend on the store only
-MAX_REMINDERS = 20  # the most reminders a request may ask for (schemas.RecommendRequest)
 
 
 @dataclass(frozen=True)
@@ -116,10 +116,10 @@ class RankedLists:
         return customer_id, store_id
 
     def warm(self, stamps: pd.Series, chunk: int = 500) -> int:
-        """Rank every customer of `stamps` (customer -> profile stamp) at their usual store, in
-        chunks so that requests are served in between; and their reminders. Returns how many."""
+        """Rank every customer of `stamps` (known customer -> profile stamp) at their usual
+        store, in chunks so that requests are served in between; and their reminders. Returns
+        how many."""
         customers = stamps.index.to_numpy()
-        customers = customers[self.model.knows(customers)]
         ranked = 0
         for begin in range(0, len(customers), chunk):
             part = customers[begin : begin + chunk]

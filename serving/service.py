@@ -347,6 +347,14 @@ class Omnishelf:
             customers.append(Customer(i, personal, stamp, stale, fallback))
         return customers
 
+    def _recommended(
+        self, champion: Champion, refs: list[CustomerRef], body: RecommendOptions
+    ) -> list[dict] | JSONResponse:
+        """The answer of each customer named in `refs`, or a 4xx for the options."""
+        if invalid := self._invalid_options(champion.model, body):
+            return invalid
+        return self._answers(champion, self._customers(champion.lists, refs), body)
+
     def _invalid_options(self, model, body: RecommendOptions) -> JSONResponse | None:
         if body.store_id is not None and not model.knows_store(body.store_id):
             return not_found("store_id", f"unknown store_id {body.store_id}")
@@ -381,11 +389,10 @@ class Omnishelf:
             stocked = self._in_stock(
                 body.store_id, [r.products[s] for r, s in zip(ranked, shown, strict=True)]
             )
-            if isinstance(stocked, JSONResponse) and stocked.status_code == 503:
-                # Stock unknown: the ranking unfiltered, and the answer says so.
-                customers = [replace(c, fallback=c.fallback or STOCK_UNKNOWN) for c in customers]
-            elif isinstance(stocked, JSONResponse):
+            if isinstance(stocked, JSONResponse):
                 return stocked
+            if stocked is None:  # stock unknown: the ranking unfiltered, and the answer says so
+                customers = [replace(c, fallback=c.fallback or STOCK_UNKNOWN) for c in customers]
             else:
                 shown = [s[keep] for s, keep in zip(shown, stocked, strict=True)]
         answers = []
@@ -436,9 +443,9 @@ class Omnishelf:
         positions = np.arange(len(ranked_list.products))
         if body.in_stock_only:
             stocked = self._in_stock(body.store_id, [ranked_list.products])
-            if isinstance(stocked, JSONResponse) and stocked.status_code != 503:
+            if isinstance(stocked, JSONResponse):
                 return stocked
-            if isinstance(stocked, JSONResponse):  # stock unknown: unfiltered, and flagged
+            if stocked is None:  # stock unknown: unfiltered, and flagged
                 customer = replace(customer, fallback=customer.fallback or STOCK_UNKNOWN)
             else:
                 positions = positions[stocked[0]]
@@ -456,12 +463,7 @@ class Omnishelf:
         champion = self.champions["recommender"]
         if unavailable := self._unavailable(champion):
             return unavailable
-        if invalid := self._invalid_options(champion.model, body):
-            return invalid
-        customers = self._customers(champion.lists, [body])
-        if isinstance(customers, JSONResponse):
-            return customers
-        answers = self._answers(champion, customers, body)
+        answers = self._recommended(champion, [body], body)
         if isinstance(answers, JSONResponse):
             return answers
         return RecommendResponse(**answers[0], model_version=champion.label)
@@ -474,13 +476,8 @@ class Omnishelf:
         champion = self.champions["recommender"]
         if unavailable := self._unavailable(champion):
             return unavailable
-        if invalid := self._invalid_options(champion.model, body):
-            return invalid
         refs = [CustomerRef(customer_id=i) for i in body.customer_ids]
-        customers = self._customers(champion.lists, refs)
-        if isinstance(customers, JSONResponse):
-            return customers
-        answers = self._answers(champion, customers, body)
+        answers = self._recommended(champion, refs, body)
         if isinstance(answers, JSONResponse):
             return answers
         return RecommendBatchResponse(answers=answers, model_version=champion.label)
@@ -493,10 +490,7 @@ class Omnishelf:
         champion = self.champions["recommender"]
         if unavailable := self._unavailable(champion):
             return unavailable
-        customers = self._customers(champion.lists, [body])
-        if isinstance(customers, JSONResponse):
-            return customers
-        customer = customers[0]
+        [customer] = self._customers(champion.lists, [body])
         return RemindersResponse(
             customer_id=customer.id,
             reminders=self._reminders(champion.lists, customer, body.n),
@@ -507,14 +501,15 @@ class Omnishelf:
 
     def _in_stock(
         self, store_id: int, products: list[np.ndarray]
-    ) -> list[np.ndarray] | JSONResponse:
+    ) -> list[np.ndarray] | None | JSONResponse:
         """For each array of products, which have stock on hand at the store (store x product
-        features): one read for all of them."""
+        features): one read for all of them. None when the online store cannot say; a 422
+        when the store has no stock levels at all."""
         wanted = np.unique(np.concatenate(products)) if products else np.array([], np.int64)
         rows = [{STORE_ID: store_id, PRODUCT_ID: int(p)} for p in wanted]
         stock = self._online("restock_v1", rows)
         if isinstance(stock, JSONResponse):
-            return stock
+            return None
         on_hand = pd.to_numeric(stock["on_hand_last"], errors="coerce").to_numpy()
         if np.isnan(on_hand).all() and len(on_hand):
             return JSONResponse(

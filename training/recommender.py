@@ -136,9 +136,13 @@ def earlier_holdouts(holdout: Holdout, n: int) -> list[Holdout]:
 
 
 def fit_ranker(
-    windows: list[WindowRows], params: dict | None = None, num_boost_round: int = NUM_BOOST_ROUND
+    windows: list[WindowRows],
+    params: dict | None = None,
+    num_boost_round: int = NUM_BOOST_ROUND,
+    reminders: bool = True,
 ) -> tuple[Ranker, Reminders | None]:
-    """A ranker (and, on the time split, the reminder model) learned on labelled windows."""
+    """A ranker (and, on the time split and unless told not to, the reminder model) learned on
+    labelled windows."""
     if not windows:
         raise ValueError("no earlier holdout to learn a ranker from")
     # Customers of different holdouts are different ranking groups.
@@ -151,12 +155,12 @@ def fit_ranker(
     )
     ranker = Ranker(params, num_boost_round).fit(rows, np.concatenate([w.labels for w in windows]))
     # Reminders are about the coming days, which only the time split's calendar defines.
-    reminders = (
+    due = (
         Reminders().fit(rows, np.concatenate([w.soon for w in windows]))
-        if windows[0].holdout.protocol == "time_split"
+        if reminders and windows[0].holdout.protocol == "time_split"
         else None
     )
-    return ranker, reminders
+    return ranker, due
 
 
 def train_ranker(

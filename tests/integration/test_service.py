@@ -184,22 +184,14 @@ def test_without_the_online_demand_features_the_offline_snapshot_answers(service
     restock = {"store_id": store, "product_ids": products, "on_hand": [1.0] * len(products)}
     batch = {"pairs": [{"store_id": store, "product_id": p, "on_hand": 1.0} for p in products]}
     stocked = {"customer_id": ids["known"], "k": 5, "store_id": store, "in_stock_only": True}
+    demand = [("/forecast", forecast), ("/restock", restock), ("/restock/batch", batch)]
     online = {
         route: service.post(route, json=body).json()
-        for route, body in [
-            ("/forecast", forecast),
-            ("/restock", restock),
-            ("/restock/batch", batch),
-            ("/recommend", stocked),
-        ]
+        for route, body in [*demand, ("/recommend", stocked)]
     }
     assert all(answer.get("fallback") is None for answer in online.values()), online
     with online_table_lost(workspace["settings"], "store_product_demand"):
-        for route, body in [
-            ("/forecast", forecast),
-            ("/restock", restock),
-            ("/restock/batch", batch),
-        ]:
+        for route, body in demand:
             answer = service.post(route, json=body)
             assert answer.status_code == 200, answer.text
             # The snapshot is what the online store was loaded from: the same numbers.
