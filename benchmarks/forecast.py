@@ -195,6 +195,8 @@ def main() -> None:
                 "fill_rate_baseline",
                 "inventory_turns_policy",
                 "inventory_turns_baseline",
+                "order_up_to_coverage_policy",
+                "order_up_to_coverage_baseline",
                 "baseline_cover_days",
             )
         },

@@ -594,6 +594,8 @@ def forecaster_metrics(result: Backtest, simulation: pd.DataFrame) -> dict[str, 
         "fill_rate_baseline": float(baseline["fill_rate"]),
         "inventory_turns_policy": float(policy["inventory_turns"]),
         "inventory_turns_baseline": float(baseline["inventory_turns"]),
+        "order_up_to_coverage_policy": float(policy["order_up_to_coverage"]),
+        "order_up_to_coverage_baseline": float(baseline["order_up_to_coverage"]),
         "baseline_cover_days": float(baseline["cover_days"]),
     }
     return metrics | {"best_stat_name": best_stat}

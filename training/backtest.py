@@ -31,7 +31,12 @@ from statsforecast.models import (
 from features.contract import NET_SALES, PRODUCT_ID, STORE_ID
 from features.engineering import PERIOD, PERIOD_DAYS, UNITS
 from training.forecaster import FORECAST, QUANTILES, STEP, DemandForecaster
-from training.inventory import matched_baseline, simulate
+from training.inventory import (
+    matched_baseline,
+    moving_average_order_up_to,
+    order_up_to_coverage,
+    simulate,
+)
 from training.metrics import bias, coverage, pinball_loss, rmsse, wape, wrmsse
 from training.restock import REVIEW_DAYS, cover_distribution, order_up_to_level, step_matrices
 
@@ -354,9 +359,9 @@ def cover_demand(
     for review in map(pd.Timestamp, review_starts):
         model = result.models[origins[origins.searchsorted(review, "right") - 1]]
         at_review = keys.merge(features[stamp == review], on=[STORE_ID, PRODUCT_ID], how="left")
-        mean, p10, p90 = step_matrices(model.predict(at_review, promotions), keys)
+        mean, std = step_matrices(model.predict(at_review, promotions), keys)
         mean, std = cover_distribution(
-            mean, p10, p90, PERIOD_DAYS[model.freq], lead_time_days + REVIEW_DAYS
+            mean, std, PERIOD_DAYS[model.freq], lead_time_days + REVIEW_DAYS
         )
         means.append(mean)
         stds.append(std)
@@ -385,7 +390,8 @@ def replay_restock(
         daily_demand: (n, days) daily demand, history followed by the replayed days.
 
     Returns:
-        One row per policy; and the omnishelf policy's figures per series.
+        One row per policy (with `order_up_to_coverage`, the service level it achieved); and the
+        omnishelf policy's figures per series.
     """
     days = order_up_to.shape[1] * REVIEW_DAYS
     demand = daily_demand[:, first_day : first_day + days]
@@ -394,10 +400,15 @@ def replay_restock(
     cover, baseline = matched_baseline(
         demand, daily_demand, first_day, lead_time_days, start, policy.avg_on_hand
     )
+    baseline_up_to = moving_average_order_up_to(daily_demand, first_day, days, cover)
     table = pd.DataFrame(
         [
             {"policy": FINAL, "cover_days": np.nan, **policy.as_dict()},
             {"policy": "moving_average_cover", "cover_days": cover, **baseline.as_dict()},
         ]
     ).set_index("policy")
+    table["order_up_to_coverage"] = [
+        order_up_to_coverage(levels, daily_demand, first_day, lead_time_days)
+        for levels in (order_up_to, baseline_up_to)
+    ]
     return table, policy.per_series

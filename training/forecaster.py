@@ -11,7 +11,9 @@ Choices that the Complete Journey backtest decided (benchmarks/forecast.py):
   non-negative and means, which is what squared-error metrics such as RMSSE reward;
 - month and week of year enter only with two years of history: seen once, they are a time index;
 - quantiles are conformal: the model is refit on the history before the last horizon, and the
-  spread of its errors there, by forecast level, gives P10/P50/P90;
+  spread of its errors there, by forecast level, gives P10/P50/P90 and the error's standard
+  deviation (`std`, which restock orders need: read off P10-P90 as if normal, it missed the
+  heavier tails and the order-up-to levels ran out more often than their service level said);
 - periods whose sales were capped by a stockout (known only with inventory) are left out of the
   loss: their sales are a lower bound of demand, not demand.
 """
@@ -30,6 +32,7 @@ HORIZON_PERIODS = {"D": 28, "W": 4}
 ORIGIN = EVENT_TIMESTAMP  # features stamped T describe everything before T: T is the origin
 STEP = "step"
 FORECAST = "forecast"
+STD = "std"  # root mean squared error expected around the forecast
 QUANTILES = {"p10": 0.1, "p50": 0.5, "p90": 0.9}
 CENSORED = "censored"  # panel column: the period's sales were capped by a stockout
 # The series' level: the longest trailing mean it has (early origins lack the long ones).
@@ -94,6 +97,15 @@ def planned_promotions(
     if promotions is None or promotions.empty:
         return out
     days = PERIOD_DAYS[freq]
+    # A chain's table holds every store x product x week on promotion (21 million rows for
+    # Complete Journey), and a join factorises all of it: narrow it to these rows' products and
+    # periods first, which made the join ~10x faster there.
+    first, end = rows[PERIOD].min(), rows[PERIOD].max() + pd.Timedelta(days=days)
+    promotions = promotions[
+        (promotions["end_date"] >= first)
+        & (promotions["start_date"] < end)
+        & promotions[PRODUCT_ID].isin(rows[PRODUCT_ID].unique())
+    ]
     keyed = rows[[STORE_ID, PRODUCT_ID, PERIOD]].reset_index(names="row")
     pairs = keyed.merge(promotions, on=[STORE_ID, PRODUCT_ID])
     period_end = pairs[PERIOD] + pd.Timedelta(days=days)
@@ -282,31 +294,38 @@ class DemandForecaster:
         if self.training_rows_ == 0:
             raise ValueError("no training rows: no origin has a target period inside the panel")
         last_period = panel[PERIOD].max()
-        self.residual_bins_, self.residual_quantiles_ = (
+        self.residual_bins_, self.residual_quantiles_, self.residual_rms_ = (
             self._calibrate(rows, at_origin[ORIGIN], last_period, client)
             if self.quantiles
-            else (None, None)
+            else (None, None, None)
         )
         self.booster_ = self._train(rows, client)
         self.series_ = pd.MultiIndex.from_frame(at_origin[[STORE_ID, PRODUCT_ID]].drop_duplicates())
         # Served forecasts start where the last period of the training data ends.
         self.next_origin_ = last_period + pd.Timedelta(days=PERIOD_DAYS[self.freq])
-        # Promotions already planned for the served horizon travel with the model.
+        # Promotions already planned for the served horizon travel with the model: those of
+        # its series' products.
         self.planned_promotions_ = (
             None
             if promotions is None
-            else promotions[promotions["end_date"] >= self.next_origin_].reset_index(drop=True)
+            else promotions[
+                (promotions["end_date"] >= self.next_origin_)
+                & promotions[PRODUCT_ID].isin(self.series_.get_level_values(PRODUCT_ID))
+            ].reset_index(drop=True)
         )
         return self
 
     def _calibrate(
         self, rows, origins: pd.Series, last_period: pd.Timestamp, client
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Conformal error quantiles from the last origin whose whole horizon is in the data,
-        forecast by a model fit on the rows whose targets precede that origin.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Conformal error quantiles and root mean square from the last origin whose whole
+        horizon is in the data, forecast by a model fit on the rows whose targets precede it.
 
         Errors are variance-stabilised, (actual - forecast) / sqrt(forecast + 0.5), and pooled by
         forecast-level quintile: a slow seller's spread is not a fast seller's.
+
+        Returns:
+            (quintile edges of the forecast, (5, 3) error quantiles, (5,) error root mean square).
         """
         origins = pd.DatetimeIndex(np.sort(origins.unique()))
         span = pd.Timedelta(days=PERIOD_DAYS[self.freq])
@@ -322,15 +341,10 @@ class DemandForecaster:
         error = (held[UNITS].to_numpy() - forecast) / np.sqrt(forecast + 0.5)
         edges = np.quantile(forecast, np.linspace(0, 1, LEVEL_BINS + 1)[1:-1])
         band = np.searchsorted(edges, forecast)
-        table = np.array(
-            [
-                np.quantile(error[band == b], list(QUANTILES.values()))
-                if (band == b).any()
-                else np.quantile(error, list(QUANTILES.values()))
-                for b in range(LEVEL_BINS)
-            ]
-        )
-        return edges, table
+        pooled = [error[band == b] if (band == b).any() else error for b in range(LEVEL_BINS)]
+        table = np.array([np.quantile(errors, list(QUANTILES.values())) for errors in pooled])
+        rms = np.array([np.sqrt(np.mean(errors**2)) for errors in pooled])
+        return edges, table, rms
 
     def predict(
         self,
@@ -339,7 +353,7 @@ class DemandForecaster:
         steps: np.ndarray | None = None,
     ) -> pd.DataFrame:
         """Every step of every series: store_id, product_id, origin, step, period, forecast (the
-        mean), p10, p50, p90.
+        mean), std (the error expected around it), p10, p50, p90.
 
         `steps`, one per row of `at_origin`, leaves out the steps after it (what a restock cover
         does not reach): the other rows come out as they would with all steps, since each step
@@ -349,17 +363,17 @@ class DemandForecaster:
         if steps is not None:  # expand_steps lays out each series' steps one after another
             rows = rows[rows[STEP].to_numpy() <= np.repeat(np.asarray(steps), self.horizon)]
         rows[FORECAST] = self.booster_.predict(self._matrix(rows)) * rows["level"].to_numpy()
+        columns = [STORE_ID, PRODUCT_ID, ORIGIN, STEP, PERIOD, FORECAST, STD, *QUANTILES]
         if self.residual_quantiles_ is None:
-            return rows.assign(**dict.fromkeys(QUANTILES, np.nan))[
-                [STORE_ID, PRODUCT_ID, ORIGIN, STEP, PERIOD, FORECAST, *QUANTILES]
-            ]
+            return rows.assign(**dict.fromkeys([STD, *QUANTILES], np.nan))[columns]
         band = np.searchsorted(self.residual_bins_, rows[FORECAST].to_numpy())
         spread = np.sqrt(rows[FORECAST].to_numpy() + 0.5)
+        rows[STD] = self.residual_rms_[band] * spread
         for i, name in enumerate(QUANTILES):
             rows[name] = np.maximum(
                 rows[FORECAST].to_numpy() + self.residual_quantiles_[band, i] * spread, 0.0
             )
-        return rows[[STORE_ID, PRODUCT_ID, ORIGIN, STEP, PERIOD, FORECAST, *QUANTILES]]
+        return rows[columns]
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         return self.predict(frame)

@@ -152,6 +152,40 @@ def kpis(per_series: pd.DataFrame) -> dict[str, float]:
     }
 
 
+def order_up_to_coverage(
+    order_up_to: np.ndarray,
+    history_and_demand: np.ndarray,
+    first_day: int,
+    lead_time_days: np.ndarray,
+    review_days: int = REVIEW_DAYS,
+) -> float:
+    """Share of reviews whose demand over the cover (lead time + review period from the review
+    on) was at most the S set at that review.
+
+    S is meant to be the service-level quantile of that demand, so this is the service level a
+    policy achieved, to hold against the one it was set for. Reviews whose cover runs past the
+    data are left out.
+
+    Args:
+        order_up_to: (n, reviews) S at each review; review r on day first_day + r * review_days.
+        history_and_demand, first_day: see `moving_average_order_up_to`.
+        lead_time_days: (n,) or scalar whole days from order to delivery.
+    """
+    order_up_to = np.atleast_2d(np.asarray(order_up_to, dtype=float))
+    demand = np.atleast_2d(np.asarray(history_and_demand, dtype=float))
+    n_series, n_reviews = order_up_to.shape
+    lead = per_series(lead_time_days, n_series, "lead_time_days").astype(int)
+    cumulative = np.concatenate([np.zeros((n_series, 1)), np.cumsum(demand, axis=1)], axis=1)
+    start = np.broadcast_to(first_day + review_days * np.arange(n_reviews), (n_series, n_reviews))
+    end = start + (lead + review_days)[:, None]
+    inside = end <= demand.shape[1]
+    if not inside.any():
+        raise ValueError("no review has its whole cover inside history_and_demand")
+    rows = np.arange(n_series)[:, None]
+    cover_demand = cumulative[rows, np.minimum(end, demand.shape[1])] - cumulative[rows, start]
+    return float((cover_demand <= order_up_to)[inside].mean())
+
+
 def moving_average_order_up_to(
     history_and_demand: np.ndarray,
     first_day: int,

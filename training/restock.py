@@ -1,4 +1,4 @@
-"""Order quantities from quantile forecasts: periodic review, order-up-to level ((R, S) policy).
+"""Order quantities from demand forecasts: periodic review, order-up-to level ((R, S) policy).
 
 Every `review_days` the store orders up to S, the service-level quantile of demand over the cover
 (supplier lead time + review period), since an order placed now has to last until the next order
@@ -14,13 +14,11 @@ from scipy.stats import gamma, norm
 
 from features.contract import PRODUCT_ID, STORE_ID
 from features.engineering import PERIOD_DAYS
-from training.forecaster import FORECAST, STEP, DemandForecaster
+from training.forecaster import FORECAST, STD, STEP, DemandForecaster
 
 REVIEW_DAYS = 7
 DISTRIBUTIONS = ("gamma", "normal")
 
-# p90 - p10 of a normal distribution spans 2 * 1.2816 standard deviations.
-P10_P90_WIDTH_IN_STDS = 2 * norm.ppf(0.9)
 # Orders are whole units; float sums such as 0.1 + 0.2 must not cost an extra pack.
 ROUNDING_TOLERANCE = 1e-9
 
@@ -42,37 +40,36 @@ def daily_profile(values: np.ndarray, period_days: int) -> np.ndarray:
 
 def cover_distribution(
     mean: np.ndarray,
-    p10: np.ndarray,
-    p90: np.ndarray,
+    std: np.ndarray,
     period_days: int,
     cover_days: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of the demand over each series' first `cover_days` days.
 
-    A period's spread is read off its quantiles as if normal, sigma = (p90 - p10) / (2 * 1.2816).
-    Its variance is shared evenly by its days, and days are taken as independent, so a cover that
-    ends inside a period takes that period's variance day by day.
+    A period's variance is shared evenly by its days, and days are taken as independent, so a
+    cover that ends inside a period takes that period's variance day by day.
 
     Args:
-        mean, p10, p90: (n, periods) forecasts, units per period, from the forecast origin on.
+        mean, std: (n, periods) forecasts and their error standard deviation (the forecaster's
+            `forecast` and `std`), units per period, from the forecast origin on.
         period_days: length of a period in days (1 for daily, 7 for weekly forecasts).
         cover_days: (n,) whole days to cover, 1 up to the horizon (periods * period_days).
 
     Returns:
         (mean_cover, std_cover), each (n,).
     """
-    mean, p10, p90 = (np.atleast_2d(np.asarray(a, dtype=float)) for a in (mean, p10, p90))
-    if not mean.shape == p10.shape == p90.shape:
+    mean, std = (np.atleast_2d(np.asarray(a, dtype=float)) for a in (mean, std))
+    if mean.shape != std.shape:
         raise ValueError(
-            f"mean, p10 and p90 must have the same (series, periods) shape; "
-            f"got {mean.shape}, {p10.shape}, {p90.shape}"
+            "mean and std must have the same (series, periods) shape; "
+            f"got {mean.shape}, {std.shape}"
         )
-    crossed = np.argwhere(p90 < p10)
-    if crossed.size:
-        series, period = crossed[0]
+    invalid = np.argwhere(~(std >= 0))
+    if invalid.size:
+        series, period = invalid[0]
         raise ValueError(
-            f"p90 is below p10 in {len(crossed)} forecast(s), first at series {series}, "
-            f"period {period}; sort the quantile forecasts before ordering"
+            f"std is negative or missing in {len(invalid)} forecast(s), first at series {series}, "
+            f"period {period}; order from a forecaster fitted with quantiles"
         )
     n_series, n_periods = mean.shape
     horizon = n_periods * period_days
@@ -85,9 +82,8 @@ def cover_distribution(
             f"horizon of {horizon} days; forecast further ahead or shorten the lead time"
         )
     covered = np.arange(horizon) < cover_days[:, None]
-    sigma = (p90 - p10) / P10_P90_WIDTH_IN_STDS
     mean_cover = (daily_profile(mean, period_days) * covered).sum(axis=1)
-    var_cover = (daily_profile(sigma**2, period_days) * covered).sum(axis=1)
+    var_cover = (daily_profile(std**2, period_days) * covered).sum(axis=1)
     return mean_cover, np.sqrt(var_cover)
 
 
@@ -152,8 +148,7 @@ def round_to_packs(
 
 def order_quantities(
     mean: np.ndarray,
-    p10: np.ndarray,
-    p90: np.ndarray,
+    std: np.ndarray,
     period_days: int,
     on_hand: np.ndarray,
     lead_time_days: np.ndarray,
@@ -167,7 +162,8 @@ def order_quantities(
     """What to order now so stock lasts, at `service_level`, until the next order arrives.
 
     Args:
-        mean, p10, p90: (n, periods) forecasts, units per period, from the forecast origin on.
+        mean, std: (n, periods) forecasts and their error standard deviation, units per period,
+            from the forecast origin on.
         period_days: length of a period in days (1 or 7).
         on_hand, on_order: (n,) units in the store and units ordered but not yet delivered.
         lead_time_days: (n,) or scalar whole days from order to delivery (may differ by store).
@@ -191,9 +187,7 @@ def order_quantities(
     ):
         if (values < 0).any():
             raise ValueError(f"{name} must be >= 0; got {values.min()}")
-    mean_cover, std_cover = cover_distribution(
-        mean, p10, p90, period_days, lead_time_days + review_days
-    )
+    mean_cover, std_cover = cover_distribution(mean, std, period_days, lead_time_days + review_days)
     order_up_to = order_up_to_level(mean_cover, std_cover, service_level, distribution)
     raw = np.maximum(order_up_to - on_hand - on_order, 0.0)
     return {
@@ -217,8 +211,8 @@ ORDER_COLUMNS = [
 
 def step_matrices(
     predicted: pd.DataFrame, keys: pd.DataFrame, horizon: int | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The forecaster's long output as (series x step) mean, P10 and P90, rows in `keys`' order;
+) -> tuple[np.ndarray, np.ndarray]:
+    """The forecaster's long output as (series x step) mean and std, rows in `keys`' order;
     with `horizon`, one column per step 1..horizon (NaN where a step was not forecast)."""
     index = pd.MultiIndex.from_frame(keys[[STORE_ID, PRODUCT_ID]])
     columns = None if horizon is None else range(1, horizon + 1)
@@ -226,7 +220,7 @@ def step_matrices(
         predicted.pivot_table(index=[STORE_ID, PRODUCT_ID], columns=STEP, values=name)
         .reindex(index=index, columns=columns)
         .to_numpy()
-        for name in (FORECAST, "p10", "p90")
+        for name in (FORECAST, STD)
     )
 
 
@@ -256,14 +250,13 @@ def plan_orders(
     steps = np.where(np.isfinite(steps), np.clip(steps, 1, horizon), horizon)
     predicted = forecaster.predict(at_origin, promotions, steps)
     beyond = np.arange(1, horizon + 1) > steps[:, None]
-    mean, p10, p90 = (
+    mean, std = (
         np.where(beyond, 0.0, matrix)
         for matrix in step_matrices(predicted, at_origin[[STORE_ID, PRODUCT_ID]], horizon)
     )
     result = order_quantities(
         mean,
-        p10,
-        p90,
+        std,
         period_days,
         on_hand=at_origin["on_hand"].to_numpy(float),
         on_order=at_origin["on_order"].to_numpy(float),

@@ -123,6 +123,21 @@ def test_forecaster_learns_the_weekly_shape_and_brackets_it_with_quantiles():
         DemandForecaster("D").fit(at_origin, panel.iloc[:0])
 
 
+def test_std_is_the_spread_of_the_errors_around_the_forecast():
+    # Poisson sales around the weekly shape: the error's variance is the forecast itself.
+    panel = daily_panel(182)
+    panel["units"] = np.random.default_rng(0).poisson(4 * panel["units"]).astype(float)
+    at_origin = features_at(panel, pd.date_range("2024-01-15", "2024-06-02", freq="D"))
+    model = DemandForecaster("D", params={"min_data_in_leaf": 5}, num_boost_round=100)
+    model.fit(at_origin[at_origin["event_timestamp"] < "2024-05-05"], panel)
+    predicted = model.predict(at_origin[at_origin["event_timestamp"] == "2024-05-05"])
+    assert (predicted["std"] > 0).all()
+    # Within sampling error of one 28-day calibration window per level band.
+    assert 0.6 < (predicted["std"] ** 2 / predicted["forecast"]).mean() < 1.6
+    points = DemandForecaster("D", num_boost_round=10, quantiles=False).fit(at_origin, panel)
+    assert points.predict(at_origin.tail(2))[["std", "p10", "p90"]].isna().all(axis=None)
+
+
 def test_what_if_a_planned_promotion_raises_the_forecast_of_its_days_only():
     rng = np.random.default_rng(0)
     days = pd.date_range(START, periods=210, freq="D")
@@ -186,11 +201,10 @@ def test_steps_leave_out_the_later_steps_and_the_others_unchanged():
         on_hand=[2.0, 5.0], on_order=[0.0, 3.0], lead_time_days=[1, 9], pack_size=[1, 6]
     ).assign(min_order_qty=0)
     planned = plan_orders(model, stock, 0.95)
-    mean, p10, p90 = step_matrices(everything, stock)
+    mean, std = step_matrices(everything, stock)
     expected = order_quantities(
         mean,
-        p10,
-        p90,
+        std,
         1,
         on_hand=stock["on_hand"].to_numpy(),
         on_order=stock["on_order"].to_numpy(),

@@ -8,6 +8,7 @@ from training.inventory import (
     kpis,
     matched_baseline,
     moving_average_order_up_to,
+    order_up_to_coverage,
     simulate,
 )
 
@@ -170,3 +171,25 @@ def test_per_series_figures_sum_to_the_headline_and_break_down_alike():
         assert whole[name] == pytest.approx(getattr(result, name))
     first = simulate(demand[:3], np.full((3, 4), 9.0), np.array([0, 1, 2]), np.full(3, 5.0))
     assert kpis(per_series.iloc[:3])["stockout_rate"] == pytest.approx(first.stockout_rate)
+
+
+def test_order_up_to_coverage_hand_computed():
+    demand = np.array(
+        [
+            [1.0] * 12,
+            [0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0],
+        ]
+    )
+    # Reviews on days 2, 5 and 8, every 3 days. Series 0, lead 1: covers of 4 days, demand 4
+    # each time, against S 4, 3, 5. Series 1, lead 2: days 2-6 hold 5 and days 5-9 hold 3,
+    # against S 4 and 3; its third cover (days 8-12) runs past the data.
+    covered = order_up_to_coverage(
+        np.array([[4.0, 3.0, 5.0], [4.0, 3.0, 0.0]]),
+        demand,
+        first_day=2,
+        lead_time_days=np.array([1, 2]),
+        review_days=3,
+    )
+    assert covered == pytest.approx(3 / 5)
+    with pytest.raises(ValueError, match="no review has its whole cover"):
+        order_up_to_coverage(np.ones((1, 1)), np.ones((1, 3)), 2, np.array([1]), 3)

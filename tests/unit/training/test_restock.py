@@ -10,12 +10,7 @@ from training.restock import (
     round_to_packs,
 )
 
-Z90 = norm.ppf(0.9)  # p10 and p90 sit Z90 standard deviations either side of the mean
-
-
-def quantiles(mean: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """p10 and p90 of a normal with this mean and standard deviation."""
-    return mean - Z90 * sigma, mean + Z90 * sigma
+Z90 = norm.ppf(0.9)
 
 
 def test_daily_profile_splits_each_period_evenly_over_its_days():
@@ -30,30 +25,23 @@ def test_daily_profile_splits_each_period_evenly_over_its_days():
 def test_cover_distribution_prorates_mean_and_variance_day_by_day():
     mean = np.array([[7.0, 14.0], [7.0, 14.0]])
     sigma = np.array([[7.0, 14.0], [7.0, 14.0]])  # weekly variances 49 and 196: 7 and 28 a day
-    p10, p90 = quantiles(mean, sigma)
-    mean_cover, std_cover = cover_distribution(mean, p10, p90, 7, np.array([9, 14]))
+    mean_cover, std_cover = cover_distribution(mean, sigma, 7, np.array([9, 14]))
     # 9 days: all of week 1 and 2 days of week 2; 14 days: both weeks
     assert mean_cover.tolist() == pytest.approx([7 + 2 * 2, 21.0])
     assert std_cover.tolist() == pytest.approx([np.sqrt(7 * 7 + 2 * 28), np.sqrt(49 + 196)])
 
 
-def test_cover_distribution_reads_sigma_from_the_p10_p90_spread():
-    mean = np.array([[10.0]])
-    _, std_cover = cover_distribution(mean, np.array([[10.0]]), np.array([[10.0 + 2.5632]]), 1, 1)
-    assert std_cover[0] == pytest.approx(1.0, rel=1e-4)  # 2.5632 = 2 * 1.2816
-
-
 def test_cover_beyond_the_horizon_is_refused():
     mean = np.ones((2, 2))
     with pytest.raises(ValueError, match="15 days .* exceeds the forecast horizon of 14 days"):
-        cover_distribution(mean, mean, mean, 7, np.array([14, 15]))
+        cover_distribution(mean, mean, 7, np.array([14, 15]))
 
 
-def test_crossed_quantiles_are_refused():
+@pytest.mark.parametrize("bad", [-0.5, np.nan])
+def test_negative_or_missing_spread_is_refused(bad):
     mean = np.ones((1, 3))
-    p10 = np.array([[0.5, 2.0, 0.5]])
-    with pytest.raises(ValueError, match="p90 is below p10 .* series 0, period 1"):
-        cover_distribution(mean, p10, np.ones((1, 3)), 1, 2)
+    with pytest.raises(ValueError, match="std is negative or missing .* series 0, period 1"):
+        cover_distribution(mean, np.array([[0.5, bad, 0.5]]), 1, 2)
 
 
 def test_normal_order_up_to_is_mean_plus_z_std_floored_at_zero():
@@ -124,8 +112,7 @@ def test_order_quantities_per_series_lead_times_packs_and_open_orders():
     mean = np.full((3, 28), 2.0)  # 2 units a day, no spread: S is the mean over the cover
     result = order_quantities(
         mean,
-        mean,
-        mean,
+        np.zeros_like(mean),
         1,
         on_hand=np.array([5.0, 5.0, 30.0]),
         lead_time_days=np.array([3, 5, 3]),
@@ -142,11 +129,9 @@ def test_order_quantities_per_series_lead_times_packs_and_open_orders():
 
 def test_order_quantities_weekly_forecast_with_spread_and_minimum_order():
     mean = np.array([[7.0, 14.0, 7.0]])
-    p10, p90 = quantiles(mean, np.array([[7.0, 14.0, 7.0]]))
     result = order_quantities(
         mean,
-        p10,
-        p90,
+        np.array([[7.0, 14.0, 7.0]]),
         7,
         on_hand=np.array([10.0]),
         lead_time_days=2,
@@ -162,8 +147,7 @@ def test_order_quantities_weekly_forecast_with_spread_and_minimum_order():
 
 def test_order_quantities_defaults_to_gamma():
     mean = np.array([[2.0] * 14])
-    p10, p90 = quantiles(mean, np.full((1, 14), 2.0))
-    args = (mean, p10, p90, 1, np.zeros(1), np.array([0]), 0.95)
+    args = (mean, np.full((1, 14), 2.0), 1, np.zeros(1), np.array([0]), 0.95)
     assert order_quantities(*args)["order_up_to"][0] == pytest.approx(
         order_quantities(*args, distribution="gamma")["order_up_to"][0]
     )
@@ -186,4 +170,4 @@ def test_order_quantities_refuses_bad_arguments_by_name(overrides, argument):
     mean = np.ones((1, 14))
     kwargs = {"on_hand": np.zeros(1), "lead_time_days": np.array([2]), "service_level": 0.9}
     with pytest.raises(ValueError, match=argument):
-        order_quantities(mean, mean, mean, 1, **{**kwargs, **overrides})
+        order_quantities(mean, mean, 1, **{**kwargs, **overrides})
