@@ -55,7 +55,7 @@ with bentoml.importing():
     from features.settings import Settings
     from serving.ranked_lists import NOT_PERSONAL, RankedList, RankedLists, as_ranked_list
     from training import tracking
-    from training.forecaster import FORECAST
+    from training.forecaster import FORECAST, DemandForecaster
     from training.restock import ORDER_COLUMNS, plan_orders
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,16 @@ def load_champion(registered_name: str) -> Champion:
             None,
             None,
             f"the champion of {registered_name} cannot be loaded ({type(error).__name__}: {error})",
+        )
+    if isinstance(model, DemandForecaster) and getattr(model, "residual_rms_", None) is None:
+        # Orders are sized from the forecast's error spread; without it /restock cannot answer.
+        return Champion(
+            registered_name,
+            None,
+            None,
+            f"the champion of {registered_name} (version {version}) has no error spread (std) "
+            "to size orders from: it was fitted by an older omnishelf or without quantiles; "
+            "run `omnishelf train forecaster --force`",
         )
     return Champion(registered_name, model, str(version), None)
 
