@@ -201,8 +201,6 @@ class RankedLists:
     def _reminder_answers(self, customers: np.ndarray) -> dict[int, list[dict]]:
         """Customer -> reminders as answered; an empty list for customers with none due."""
         none = {int(customer): [] for customer in customers}
-        if self.model.reminders is None:  # a model trained without reminders
-            return none
         due = self.model.due(customers, MAX_REMINDERS)
         if due.empty:
             return none

@@ -517,10 +517,10 @@ class Omnishelf:
         when the store has no stock levels at all."""
         wanted = np.unique(np.concatenate(products)) if products else np.array([], np.int64)
         rows = [{STORE_ID: store_id, PRODUCT_ID: int(p)} for p in wanted]
-        stock = self._online("restock_v1", rows)
+        stock = self._online("restock_v1", rows, as_columns=True)
         if isinstance(stock, JSONResponse):
             return None
-        on_hand = pd.to_numeric(stock["on_hand_last"], errors="coerce").to_numpy()
+        on_hand = np.asarray(pd.to_numeric(stock["on_hand_last"], errors="coerce"), dtype=float)
         if np.isnan(on_hand).all() and len(on_hand):
             return JSONResponse(
                 {
