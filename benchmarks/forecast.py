@@ -111,6 +111,7 @@ def protocol_table(data: steps.ForecastData) -> tuple[pd.DataFrame, float]:
         data.panel[data.panel[PERIOD] < origin],
         data.tables["promotions"],
         data.tables["calendar"],
+        data.tables["products"],
     )
     fit_s = time.perf_counter() - began
     final = model.predict(data.features[stamp == origin], data.tables["promotions"])
@@ -137,7 +138,9 @@ def censoring_figures() -> dict[str, float]:
     figures = {"censored_share": float(panel["censored"].mean())}
     for name, training_panel in (("raw", history.drop(columns="censored")), ("censored", history)):
         model = DemandForecaster(synthetic.FREQ, synthetic.SyntheticConfig().country)
-        model.fit(training, training_panel, tables["promotions"], tables["calendar"])
+        model.fit(
+            training, training_panel, tables["promotions"], tables["calendar"], tables["products"]
+        )
         predicted = model.predict(features[stamp == origin], tables["promotions"])
         scored = predicted.merge(truth, on=[STORE_ID, PRODUCT_ID, PERIOD])
         figures[f"censoring_wape_vs_true_{name}"] = wape(scored["true_demand"], scored["forecast"])

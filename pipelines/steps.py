@@ -542,6 +542,7 @@ def forecast_backtest(
         stat_models,
         progress,
         client,
+        data.tables.get("products"),
     )
     lead = _lead_times(data.tables, data.keys)
     mean, std = cover_demand(result, data.features, data.keys, data.reviews, lead, promotions)
@@ -672,7 +673,9 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
         holdout = holdout_score(data, result)
         mlflow.log_metric(HOLDOUT_METRIC, holdout)
         promotions, calendar = data.tables.get("promotions"), data.tables.get("calendar")
-        final = model.fit(data.features, data.panel, promotions, calendar, client)
+        final = model.fit(
+            data.features, data.panel, promotions, calendar, data.tables.get("products"), client
+        )
         mlflow.log_metrics({"series": len(data.keys), "training_rows": final.training_rows_})
         mlflow.log_figure(
             plots.importance_figure(final.feature_importance()), "feature_importance.png"

@@ -161,6 +161,7 @@ def forecaster_tuning(settings: Settings, threads: int, fingerprint: str) -> Tun
     data = steps.forecast_data(settings)
     validation, holdout = data.origins[:-1], data.origins[-1]
     promotions, calendar = data.tables.get("promotions"), data.tables.get("calendar")
+    products = data.tables.get("products")
     freq, country = data.info.freq, data.info.country
 
     def wrmsse(config: dict, origin: pd.Timestamp, quantiles: bool) -> float:
@@ -173,12 +174,13 @@ def forecaster_tuning(settings: Settings, threads: int, fingerprint: str) -> Tun
             promotions,
             calendar,
             stat_models=(),
+            products=products,
         )
         return float(result.table.loc[FINAL, "wrmsse"])
 
     def register(config: dict, tags: dict[str, str]) -> str:
         final = forecaster_from(freq, country, config, threads).fit(
-            data.features, data.panel, promotions, calendar
+            data.features, data.panel, promotions, calendar, products
         )
         return tracking.register(final, settings.forecaster_name, tags, alias=CHALLENGER)
 

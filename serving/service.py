@@ -164,14 +164,13 @@ def load_champion(registered_name: str) -> Champion:
             None,
             f"the champion of {registered_name} cannot be loaded ({type(error).__name__}: {error})",
         )
-    if isinstance(model, DemandForecaster) and getattr(model, "residual_rms_", None) is None:
-        # Orders are sized from the forecast's error spread; without it /restock cannot answer.
+    if isinstance(model, DemandForecaster) and (reason := model.unservable_reason()):
+        # Refused at load: served, it would fail on every /forecast or /restock request.
         return Champion(
             registered_name,
             None,
             None,
-            f"the champion of {registered_name} (version {version}) has no error spread (std) "
-            "to size orders from: it was fitted by an older omnishelf or without quantiles; "
+            f"the champion of {registered_name} (version {version}) cannot be served: {reason}; "
             "run `omnishelf train forecaster --force`",
         )
     return Champion(registered_name, model, str(version), None)

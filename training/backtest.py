@@ -304,6 +304,7 @@ def backtest(
     stat_models: Sequence[str] = tuple(STAT_MODELS),
     progress: Callable[[str], None] | None = None,
     client=None,
+    products: pd.DataFrame | None = None,
 ) -> Backtest:
     """Refit the forecaster at each origin on what came before it, and score it with the
     statistical baselines on the same windows.
@@ -315,6 +316,7 @@ def backtest(
             serve as an origin (`event_timestamp`), as a point-in-time join returns them.
         origins: starts of the test windows, e.g. from `rolling_origins`.
         client: a `distributed.Client` to train on (see `DemandForecaster.fit`).
+        products: the products table, for the forecaster's category promotion counts.
     """
     stamp = features["event_timestamp"]
     horizon = make_forecaster().horizon
@@ -323,7 +325,12 @@ def backtest(
         if progress:
             progress(f"origin {origin:%Y-%m-%d}")
         model = make_forecaster().fit(
-            features[stamp < origin], panel[panel[PERIOD] < origin], promotions, calendar, client
+            features[stamp < origin],
+            panel[panel[PERIOD] < origin],
+            promotions,
+            calendar,
+            products,
+            client,
         )
         models[origin] = model
         final = model.predict(features[stamp == origin], promotions).drop(columns="event_timestamp")

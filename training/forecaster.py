@@ -14,6 +14,8 @@ Choices that the Complete Journey backtest decided (benchmarks/forecast.py):
   spread of its errors there, by forecast level, gives P10/P50/P90 and the error's standard
   deviation (`std`, which restock orders need: read off P10-P90 as if normal, it missed the
   heavier tails and the order-up-to levels ran out more often than their service level said);
+- what else the store promotes in the target period (`training.promotion_breadth`) enters
+  beside the product's own promotions: a broad mailer lifts each product less;
 - periods whose sales were capped by a stockout (known only with inventory) are left out of the
   loss: their sales are a lower bound of demand, not demand.
 """
@@ -27,6 +29,7 @@ import pandas as pd
 
 from features.contract import DATE, PRODUCT_ID, STORE_ID
 from features.engineering import EVENT_TIMESTAMP, PERIOD, PERIOD_DAYS, PROMO_KINDS, UNITS
+from training.promotion_breadth import PromotionBreadth
 
 HORIZON_PERIODS = {"D": 28, "W": 4}
 ORIGIN = EVENT_TIMESTAMP  # features stamped T describe everything before T: T is the origin
@@ -43,6 +46,9 @@ UNIT_VALUED = ("units_lag_", "units_mean_", "units_std_")
 SEASONAL_HISTORY_DAYS = 730
 PAYDAYS = (1, 15)  # days of the month: semi-monthly pay, the most common US schedule
 LEVEL_BINS = 5  # conformal errors are pooled by forecast-level quintile
+# What a fitted forecaster carries; one from an older omnishelf lacks some of it (the service
+# refuses it rather than fail on a request).
+FORMAT_VERSION = 2
 
 
 def calendar_features(
@@ -167,7 +173,7 @@ class DemandForecaster:
             "objective": "tweedie",
             "tweedie_variance_power": 1.2,
             "learning_rate": 0.03,
-            "num_leaves": 15,
+            "num_leaves": 31,
             "min_data_in_leaf": 100,
             "lambda_l2": 1.0,
             "feature_fraction": 0.8,
@@ -194,6 +200,8 @@ class DemandForecaster:
         rows[planned.columns] = planned.to_numpy()
         if "price_last" in rows:
             rows["promo_price_ratio"] = rows["promo_price"] / rows["price_last"]
+        breadth = self.breadth_.features(rows)
+        rows[breadth.columns] = breadth.to_numpy()
         return rows
 
     def _matrix(self, rows: pd.DataFrame) -> pd.DataFrame:
@@ -251,6 +259,7 @@ class DemandForecaster:
         panel: pd.DataFrame,
         promotions: pd.DataFrame | None = None,
         calendar: pd.DataFrame | None = None,
+        products: pd.DataFrame | None = None,
         client=None,
     ) -> DemandForecaster:
         """Fit on every origin x step whose target period is in `panel`, then calibrate the
@@ -262,6 +271,8 @@ class DemandForecaster:
                 the actual sales the steps are scored on.
             promotions: the canonical promotions table: planned promotions of target periods.
             calendar: the canonical calendar table; its `event` days feed `events_in_period`.
+            products: the canonical products table: their categories, for what else of a
+                product's category is on promotion.
             client: a `distributed.Client`: training rows are built and LightGBM trained on its
                 cluster (`lightgbm.dask`); None trains in this process.
         """
@@ -286,23 +297,40 @@ class DemandForecaster:
         promo_names = ["promo_share", *(f"{kind}_share" for kind in PROMO_KINDS)]
         if "price_last" in at_origin:
             promo_names.append("promo_price_ratio")
-        self.feature_names_ = [*self.input_names_, "level", *calendar_names, *promo_names]
+        self.feature_names_ = [
+            *self.input_names_,
+            "level",
+            *calendar_names,
+            *promo_names,
+            *PromotionBreadth.NAMES,
+        ]
         if panel.empty or at_origin.empty:
             raise ValueError("no training rows: no origin has a target period inside the panel")
+        last_period = panel[PERIOD].max()
+        span = pd.Timedelta(days=PERIOD_DAYS[self.freq])
+        # Served forecasts start where the last period of the training data ends.
+        self.next_origin_ = last_period + span
+        last_planned = self.next_origin_ + (self.horizon - 1) * span
+        if promotions is not None and len(promotions):
+            last_planned = max(last_planned, promotions["end_date"].max())
+        series = at_origin[[STORE_ID, PRODUCT_ID]].drop_duplicates()
+        self.breadth_ = PromotionBreadth(
+            promotions, products, self.freq, series, at_origin[ORIGIN].min(), last_planned
+        )
         rows = self._training_rows(at_origin, panel, promotions, client)
         self.training_rows_ = len(rows)
         if self.training_rows_ == 0:
             raise ValueError("no training rows: no origin has a target period inside the panel")
-        last_period = panel[PERIOD].max()
         self.residual_bins_, self.residual_quantiles_, self.residual_rms_ = (
             self._calibrate(rows, at_origin[ORIGIN], last_period, client)
             if self.quantiles
             else (None, None, None)
         )
         self.booster_ = self._train(rows, client)
-        self.series_ = pd.MultiIndex.from_frame(at_origin[[STORE_ID, PRODUCT_ID]].drop_duplicates())
-        # Served forecasts start where the last period of the training data ends.
-        self.next_origin_ = last_period + pd.Timedelta(days=PERIOD_DAYS[self.freq])
+        self.series_ = pd.MultiIndex.from_frame(series)
+        # Forecasts are made from the next origin on: earlier periods' counts need not travel.
+        self.breadth_ = self.breadth_.since(self.next_origin_)
+        self.format_version_ = FORMAT_VERSION
         # Promotions already planned for the served horizon travel with the model: those of
         # its series' products.
         self.planned_promotions_ = (
@@ -374,6 +402,14 @@ class DemandForecaster:
                 rows[FORECAST].to_numpy() + self.residual_quantiles_[band, i] * spread, 0.0
             )
         return rows[columns]
+
+    def unservable_reason(self) -> str | None:
+        """Why this fitted model cannot size restock orders, or None when it can."""
+        if getattr(self, "format_version_", None) != FORMAT_VERSION:
+            return "it was fitted by an older omnishelf"
+        if self.residual_rms_ is None:
+            return "it was fitted without quantiles: it has no error spread (std) to size orders"
+        return None
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         return self.predict(frame)

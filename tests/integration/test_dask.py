@@ -46,7 +46,12 @@ def test_training_on_the_cluster_matches_one_process(client):
 
     def holdout_wape(fit_client) -> tuple[float, DemandForecaster]:
         model = DemandForecaster("D").fit(
-            training, history, tables["promotions"], tables["calendar"], client=fit_client
+            training,
+            history,
+            tables["promotions"],
+            tables["calendar"],
+            tables["products"],
+            client=fit_client,
         )
         predicted = model.predict(features[stamp == origin], tables["promotions"])
         scored = predicted.merge(actual, on=["store_id", "product_id", PERIOD])

@@ -110,17 +110,19 @@ def test_a_corrupt_champion_artifact_is_named_not_served(workspace):
         client.set_registered_model_alias(name, tracking.CHAMPION, current.version)
 
 
-def test_a_champion_without_an_error_spread_is_named_not_served(workspace):
-    # A forecaster pickled by an older omnishelf, from before orders used its error spread.
+def test_a_champion_from_an_older_omnishelf_is_named_not_served(workspace):
+    # A forecaster pickled by an older omnishelf, from before its current inputs.
     name = workspace["settings"].forecaster_name
     current = tracking.champion_version(name)
     model, _ = tracking.load_champion(name)
-    del model.residual_rms_
+    del model.format_version_
     with mlflow.start_run(run_name="old-format-test"):
         old = tracking.register(model, name, dict(current.tags))
     try:
         champion = load_champion(name)
         assert champion.model is None
-        assert f"the champion of {name} (version {old}) has no error spread" in champion.problem
+        assert champion.problem.startswith(
+            f"the champion of {name} (version {old}) cannot be served: it was fitted by an older"
+        )
     finally:
         MlflowClient().set_registered_model_alias(name, tracking.CHAMPION, current.version)
