@@ -635,9 +635,7 @@ class Omnishelf:
                 }
             )
             without = predicted[FORECAST].to_numpy()
-            predicted = model.predict(
-                model_inputs(model, features), pd.concat([planned, added], ignore_index=True)
-            )
+            predicted = model.predict(model_inputs(model, features), planned, what_if=added)
             predicted["without"] = without
         predicted = predicted[predicted["step"] <= periods]
         forecasts = [

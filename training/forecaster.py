@@ -187,7 +187,12 @@ class DemandForecaster:
 
     # ---- design ------------------------------------------------------------------------------
 
-    def _design(self, at_origin: pd.DataFrame, promotions: pd.DataFrame | None) -> pd.DataFrame:
+    def _design(
+        self,
+        at_origin: pd.DataFrame,
+        promotions: pd.DataFrame | None,
+        breadth: PromotionBreadth | None = None,
+    ) -> pd.DataFrame:
         rows = expand_steps(at_origin, self.freq, self.horizon)
         level = series_level(rows)
         for column in self.input_names_:
@@ -200,7 +205,7 @@ class DemandForecaster:
         rows[planned.columns] = planned.to_numpy()
         if "price_last" in rows:
             rows["promo_price_ratio"] = rows["promo_price"] / rows["price_last"]
-        breadth = self.breadth_.features(rows)
+        breadth = (breadth or self.breadth_).features(rows)
         rows[breadth.columns] = breadth.to_numpy()
         return rows
 
@@ -310,12 +315,16 @@ class DemandForecaster:
         span = pd.Timedelta(days=PERIOD_DAYS[self.freq])
         # Served forecasts start where the last period of the training data ends.
         self.next_origin_ = last_period + span
-        last_planned = self.next_origin_ + (self.horizon - 1) * span
-        if promotions is not None and len(promotions):
-            last_planned = max(last_planned, promotions["end_date"].max())
         series = at_origin[[STORE_ID, PRODUCT_ID]].drop_duplicates()
+        # Counts up to two horizons past the data: a backtest's restock reviews forecast from
+        # origins inside the window after it.
         self.breadth_ = PromotionBreadth(
-            promotions, products, self.freq, series, at_origin[ORIGIN].min(), last_planned
+            promotions,
+            products,
+            self.freq,
+            series,
+            at_origin[ORIGIN].min(),
+            self.next_origin_ + (2 * self.horizon - 1) * span,
         )
         rows = self._training_rows(at_origin, panel, promotions, client)
         self.training_rows_ = len(rows)
@@ -328,8 +337,6 @@ class DemandForecaster:
         )
         self.booster_ = self._train(rows, client)
         self.series_ = pd.MultiIndex.from_frame(series)
-        # Forecasts are made from the next origin on: earlier periods' counts need not travel.
-        self.breadth_ = self.breadth_.since(self.next_origin_)
         self.format_version_ = FORMAT_VERSION
         # Promotions already planned for the served horizon travel with the model: those of
         # its series' products.
@@ -379,15 +386,21 @@ class DemandForecaster:
         at_origin: pd.DataFrame,
         promotions: pd.DataFrame | None = None,
         steps: np.ndarray | None = None,
+        what_if: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
         """Every step of every series: store_id, product_id, origin, step, period, forecast (the
         mean), std (the error expected around it), p10, p50, p90.
 
         `steps`, one per row of `at_origin`, leaves out the steps after it (what a restock cover
         does not reach): the other rows come out as they would with all steps, since each step
-        is forecast from its own row.
+        is forecast from its own row. `what_if`: promotions added to the plan (same columns as
+        `promotions`); they also count in what else the store promotes.
         """
-        rows = self._design(at_origin, promotions)
+        breadth = None
+        if what_if is not None:
+            promotions = pd.concat([promotions, what_if], ignore_index=True)
+            breadth = self.breadth_.with_added(what_if)
+        rows = self._design(at_origin, promotions, breadth)
         if steps is not None:  # expand_steps lays out each series' steps one after another
             rows = rows[rows[STEP].to_numpy() <= np.repeat(np.asarray(steps), self.horizon)]
         rows[FORECAST] = self.booster_.predict(self._matrix(rows)) * rows["level"].to_numpy()

@@ -1,16 +1,16 @@
 """How much else is on promotion in a store around each period, as forecaster inputs.
 
-A product's own promotion is not the whole story. A mailer that features many products lifts
-each of them less than a short one, and a product sells less while its category neighbours are
-on promotion. In the Complete Journey backtest (benchmarks/forecast.py), 37 % of the protocol's
-series were in the mailer of one December week, whose lift was a fraction of the usual, and the
-forecaster, which saw only the product's own promotion, over-forecast that week by 11 %.
+A product's own promotion is not the whole story: a mailer that features many products may lift
+each of them less than a short one, and a product may sell less while its category neighbours
+are on promotion. In the Complete Journey backtest (benchmarks/forecast.py) the forecaster,
+which saw only the product's own promotion, over-forecast one December week by 11 %: 37 % of
+the protocol's series were in that week's mailer.
 
 Counts are of distinct products with a promotion overlapping the period, per store (by kind)
-and per store and category; each is also read against the store's usual count, its mean over
-the BREADTH_HISTORY_DAYS before the period, so that a big store's usual mailer reads like a
-small store's. Promotions are planned ahead, so the counts of a target period are known at the
-origin, like the product's own.
+and per store and category. Each is also read against the usual count, its mean over the
+BREADTH_HISTORY_DAYS before the period that the promotions table covers, so that a big store's
+usual mailer reads like a small store's. Promotions are planned ahead, so the counts of a target
+period are known at the origin, like the product's own.
 """
 
 from __future__ import annotations
@@ -26,32 +26,35 @@ from features.engineering import PERIOD, PERIOD_DAYS, PROMO_KINDS
 BREADTH_HISTORY_DAYS = 182
 BREADTH_KINDS = ("display", "mailer")
 CATEGORY = "category"
+NO_CATEGORY = ("", "unknown", "nan")  # placeholders: products under them are not one category
 
 
 def _ragged_periods(first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row, period) for every period from `first` to `last` (inclusive) of each row."""
-    lengths = last - first + 1
+    lengths = np.maximum(last - first + 1, 0)
     row = np.repeat(np.arange(len(first)), lengths)
     offset = np.arange(len(row)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     return row, first[row] + offset
 
 
-def _against_usual(counts: np.ndarray, history: int) -> np.ndarray:
-    """(count + 1) / (mean count over the `history` periods before + 1): 1 is a usual period;
-    the +1 keeps a group that rarely has promotions finite. NaN without any period before."""
+def _usual(counts: np.ndarray, history: int, covered_from: int) -> np.ndarray:
+    """Mean count over the `history` periods before each period, from `covered_from` (the first
+    period the promotions table covers: before it, no promotion is not a zero) on; NaN where no
+    covered period precedes."""
     cumulative = np.concatenate([np.zeros((len(counts), 1)), np.cumsum(counts, axis=1)], axis=1)
     period = np.arange(counts.shape[1])
-    start = np.maximum(period - history, 0)
+    start = np.minimum(np.maximum(period - history, covered_from), period)
     width = period - start
-    usual = (cumulative[:, period] - cumulative[:, start]) / np.maximum(width, 1)
-    return np.where(width > 0, (counts + 1) / (usual + 1), np.nan)
+    mean = (cumulative[:, period] - cumulative[:, start]) / np.maximum(width, 1)
+    return np.where(width > 0, mean, np.nan).astype("float32")
 
 
 class PromotionBreadth:
-    """Per store and period: products on display and in the mailer against the store's usual;
+    """Per store and period: products on display and in the mailer, against the store's usual;
     per store, category and period: products of the category on any promotion, in count and
-    against the usual. Built once from the promotions table for the periods `first` to `last`
-    of the given series' stores and categories; `features` looks rows up."""
+    against the usual. Built from the promotions table for the periods `first` to `last` of the
+    given series' stores and categories; `features` looks rows up, `with_added` counts promotions
+    a what-if adds."""
 
     NAMES = (
         *(f"{kind}_breadth" for kind in BREADTH_KINDS),
@@ -76,105 +79,124 @@ class PromotionBreadth:
                 products' categories are counted, the others left out.
             first, last: starts of the first and last periods looked up later.
         """
-        self.freq, self.first = freq, pd.Timestamp(first)
+        self.freq = freq
         span = PERIOD_DAYS[freq]
         history = BREADTH_HISTORY_DAYS // span
-        n_periods = history + (pd.Timestamp(last) - self.first).days // span + 1
+        # Built from `history` periods before `first`, for the usual counts; looked up from `first`.
+        self.start = pd.Timestamp(first) - pd.Timedelta(days=history * span)
+        self.n_periods = history + (pd.Timestamp(last) - pd.Timestamp(first)).days // span + 1
         self.stores = pd.Index(np.unique(series[STORE_ID]))
-        categories = (
+        known = (
             pd.Series(dtype=str)
             if products is None or CATEGORY not in products
             else products.set_index(PRODUCT_ID)[CATEGORY].astype(str)
         )
-        # Kept for the series' products only: the model carries it.
-        self.categories = categories.reindex(np.unique(series[PRODUCT_ID])).dropna()
+        known = known[~known.isin(NO_CATEGORY)]
+        # Every product's category counts; the model carries its own products' only.
+        self.categories = known.reindex(np.unique(series[PRODUCT_ID])).dropna()
         self.category_index = pd.Index(self.categories.unique())
-        counts = {kind: np.zeros((len(self.stores), n_periods)) for kind in BREADTH_KINDS}
-        by_category = np.zeros((len(self.stores) * len(self.category_index), n_periods))
-        if promotions is not None and not promotions.empty:
-            start = self.first - pd.Timedelta(days=history * span)
-            # Arrays of the rows kept, not a filtered frame: a chain's table has tens of millions.
-            kept = np.flatnonzero(
-                (promotions["end_date"] >= start).to_numpy()
-                & (
-                    promotions["start_date"] < start + pd.Timedelta(days=n_periods * span)
-                ).to_numpy()
-                & promotions[STORE_ID].isin(self.stores).to_numpy()
-            )
-            day, start = np.timedelta64(span, "D"), start.to_datetime64()
-            row, period = _ragged_periods(
-                np.maximum((promotions["start_date"].to_numpy()[kept] - start) // day, 0),
-                np.minimum((promotions["end_date"].to_numpy()[kept] - start) // day, n_periods - 1),
-            )
-            product_codes, products_seen = pd.factorize(promotions[PRODUCT_ID].to_numpy()[kept])
-            store_codes = self.stores.get_indexer(promotions[STORE_ID].to_numpy()[kept])
-            cell = (store_codes[row] * len(products_seen) + product_codes[row]) * n_periods + period
-            # A product counts once per period, whatever number of promotions it has there:
-            # each distinct store x product x period, with the kinds of promotion it had.
-            codes, cells = pd.factorize(cell)
-            store, rest = np.divmod(cells, len(products_seen) * n_periods)
-            product, period = np.divmod(rest, n_periods)
-            for kind in BREADTH_KINDS:
-                # A categorical's isin compares its few categories, not every row's string.
-                rows_of_kind = promotions["promo_type"].isin(PROMO_KINDS[kind]).to_numpy()[kept]
-                of_kind = np.zeros(len(cells), dtype=bool)
-                of_kind[codes[rows_of_kind[row]]] = True
-                counts[kind] = _counts(store[of_kind], period[of_kind], counts[kind].shape)
-            category = self.category_index.get_indexer(
-                categories.reindex(products_seen).to_numpy()
-            )[product]
-            known = category >= 0
-            group = store[known] * len(self.category_index) + category[known]
-            by_category = _counts(group, period[known], by_category.shape)
-        # float32, as the model reads them: the category arrays are stores x categories x periods.
-        self.store_breadth = {
-            kind: _against_usual(counts[kind], history)[:, history:].astype("float32")
-            for kind in BREADTH_KINDS
+        self.counts = self._count(promotions, known)
+        covered_from = 0
+        if promotions is not None and len(promotions):
+            begins = (promotions["start_date"].min() - self.start).days // span
+            covered_from = int(np.clip(begins, 0, self.n_periods))
+        self.usual = {
+            name: _usual(counts, history, covered_from) for name, counts in self.counts.items()
         }
-        self.category_count = by_category[:, history:]
-        self.category_breadth = _against_usual(by_category, history)[:, history:].astype("float32")
 
-    def since(self, first: pd.Timestamp) -> PromotionBreadth:
-        """The same counts from the period starting at `first` on: what a fitted model keeps."""
-        skip = max((pd.Timestamp(first) - self.first).days // PERIOD_DAYS[self.freq], 0)
-        kept = copy.copy(self)
-        kept.first = self.first + pd.Timedelta(days=skip * PERIOD_DAYS[self.freq])
-        kept.store_breadth = {kind: array[:, skip:] for kind, array in self.store_breadth.items()}
-        kept.category_count = self.category_count[:, skip:]
-        kept.category_breadth = self.category_breadth[:, skip:]
-        return kept
+    def _count(
+        self, promotions: pd.DataFrame | None, categories: pd.Series
+    ) -> dict[str, np.ndarray]:
+        """Distinct products with a promotion in each period: per store by kind ((stores x
+        periods) arrays) and per store and category ("category": (stores * categories) x
+        periods), with `categories` giving each product's."""
+        shape = (len(self.stores), self.n_periods)
+        counts = {kind: np.zeros(shape, "float32") for kind in BREADTH_KINDS}
+        counts["category"] = np.zeros(
+            (len(self.stores) * len(self.category_index), self.n_periods), "float32"
+        )
+        if promotions is None or promotions.empty:
+            return counts
+        span = np.timedelta64(PERIOD_DAYS[self.freq], "D")
+        start = self.start.to_datetime64()
+        # Arrays of the rows kept, not a filtered frame: a chain's table has tens of millions.
+        kept = np.flatnonzero(
+            (promotions["end_date"] >= self.start).to_numpy()
+            & (
+                promotions["start_date"] < self.start + self.n_periods * pd.Timedelta(span)
+            ).to_numpy()
+            & promotions[STORE_ID].isin(self.stores).to_numpy()
+        )
+        row, period = _ragged_periods(
+            np.maximum((promotions["start_date"].to_numpy()[kept] - start) // span, 0),
+            np.minimum((promotions["end_date"].to_numpy()[kept] - start) // span, shape[1] - 1),
+        )
+        product_codes, products_seen = pd.factorize(promotions[PRODUCT_ID].to_numpy()[kept])
+        store_codes = self.stores.get_indexer(promotions[STORE_ID].to_numpy()[kept])
+        cell = (store_codes[row] * len(products_seen) + product_codes[row]) * shape[1] + period
+        # A product counts once per period, whatever number of promotions it has there:
+        # each distinct store x product x period, with the kinds of promotion it had.
+        codes, cells = pd.factorize(cell)
+        store, rest = np.divmod(cells, len(products_seen) * shape[1])
+        product, period = np.divmod(rest, shape[1])
+        for kind in BREADTH_KINDS:
+            # A categorical's isin compares its few categories, not every row's string.
+            rows_of_kind = promotions["promo_type"].isin(PROMO_KINDS[kind]).to_numpy()[kept]
+            of_kind = np.zeros(len(cells), dtype=bool)
+            of_kind[codes[rows_of_kind[row]]] = True
+            counts[kind] = _cell_counts(store[of_kind], period[of_kind], shape)
+        category = self.category_index.get_indexer(categories.reindex(products_seen).to_numpy())[
+            product
+        ]
+        known = category >= 0
+        group = store[known] * len(self.category_index) + category[known]
+        counts["category"] = _cell_counts(group, period[known], counts["category"].shape)
+        return counts
+
+    def with_added(self, promotions: pd.DataFrame) -> PromotionBreadth:
+        """The same counts plus the products of `promotions`, a what-if: they count as products
+        the plan did not promote; the usual counts stay the plan's."""
+        extra = self._count(promotions, self.categories)
+        added = copy.copy(self)
+        added.counts = {name: self.counts[name] + extra[name] for name in self.counts}
+        return added
 
     def features(self, rows: pd.DataFrame) -> pd.DataFrame:
         """The NAMES columns for rows of store_id, product_id, period; NaN where the store, the
-        product's category or the period was not built."""
-        period = (rows[PERIOD] - self.first).to_numpy() // np.timedelta64(
+        product's category or the period was not built, or no usual count precedes."""
+        period = (rows[PERIOD] - self.start).to_numpy() // np.timedelta64(
             PERIOD_DAYS[self.freq], "D"
         )
         store = self.stores.get_indexer(rows[STORE_ID].to_numpy())
         category = self.category_index.get_indexer(
             self.categories.reindex(rows[PRODUCT_ID].to_numpy()).to_numpy()
         )
-        inside = (period >= 0) & (period < self.category_count.shape[1]) & (store >= 0)
+        inside = (period >= 0) & (period < self.n_periods) & (store >= 0)
         period, store = np.where(inside, period, 0), np.where(inside, store, 0)
         group = store * len(self.category_index) + np.maximum(category, 0)
         in_category = inside & (category >= 0)
+
+        def ratio(name: str, at: np.ndarray) -> np.ndarray:
+            # +1 on both sides keeps a group that rarely has promotions finite; 1 is usual.
+            return (self.counts[name][at, period] + 1) / (self.usual[name][at, period] + 1)
+
         columns = {
-            f"{kind}_breadth": np.where(inside, self.store_breadth[kind][store, period], np.nan)
+            f"{kind}_breadth": np.where(inside, ratio(kind, store), np.nan)
             for kind in BREADTH_KINDS
         }
-        for name, array in (
-            ("category_promotions", self.category_count),
-            ("category_promotion_breadth", self.category_breadth),
-        ):
-            columns[name] = (
-                np.where(in_category, array[group, period], np.nan)
-                if array.size
-                else np.full(len(rows), np.nan)
+        if len(self.category_index):
+            columns["category_promotions"] = np.where(
+                in_category, self.counts["category"][group, period], np.nan
             )
+            columns["category_promotion_breadth"] = np.where(
+                in_category, ratio("category", group), np.nan
+            )
+        else:
+            columns["category_promotions"] = columns["category_promotion_breadth"] = np.nan
         return pd.DataFrame(columns, index=rows.index)
 
 
-def _counts(group: np.ndarray, period: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def _cell_counts(group: np.ndarray, period: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """How many (group, period) pairs fall in each cell of a (groups x periods) array."""
     flat = np.bincount(group * shape[1] + period, minlength=shape[0] * shape[1])
     return flat.reshape(shape).astype("float32")

@@ -8,6 +8,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from pipelines.steps import restock_orders
 from serving.service import load_champion
 from tests.integration.conftest import running_service, wait_until_ready
 from training import tracking
@@ -124,5 +125,8 @@ def test_a_champion_from_an_older_omnishelf_is_named_not_served(workspace):
         assert champion.problem.startswith(
             f"the champion of {name} (version {old}) cannot be served: it was fitted by an older"
         )
+        # The batch restock refuses it the same way, before reading any feature.
+        with pytest.raises(LookupError, match=f"version {old}.* cannot plan orders: it was fitted"):
+            restock_orders(workspace["settings"])
     finally:
         MlflowClient().set_registered_model_alias(name, tracking.CHAMPION, current.version)

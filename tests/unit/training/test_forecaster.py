@@ -155,6 +155,11 @@ def test_what_if_a_planned_promotion_raises_the_forecast_of_its_days_only():
     assert with_promo[(1, planned_day)] > 1.8 * without[(1, planned_day)]
     unchanged = with_promo.drop(index=(1, planned_day))
     assert np.allclose(unchanged, without.drop(index=(1, planned_day)))
+    # As the service asks it: the plan, and the what-if on top (also counted in the breadth).
+    what_if = model.predict(origin, None, what_if=promotions_on([planned_day]))
+    assert what_if.set_index(["product_id", "period"])["forecast"][(1, planned_day)] > (
+        1.8 * without[(1, planned_day)]
+    )
 
 
 def test_censored_periods_are_left_out_of_the_loss():
