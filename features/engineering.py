@@ -211,7 +211,7 @@ class _DaySums:
         return cum[self._position(group, end)] - cum[low]
 
 
-def _ragged(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def ragged(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(owner, value) pairs for value in range(starts[i], stops[i]) of every owner i, flattened."""
     counts = np.maximum(np.asarray(stops) - np.asarray(starts), 0)
     owner = np.repeat(np.arange(len(counts)), counts)
@@ -240,7 +240,7 @@ def _in_windows(day: np.ndarray, ends: np.ndarray, window: int) -> tuple[np.ndar
     """(event, snapshot) pairs for the snapshots whose window [end - window, end) holds the day."""
     first = np.searchsorted(ends, day, side="right")
     last = np.searchsorted(ends, day + window, side="right")
-    return _ragged(first, last)
+    return ragged(first, last)
 
 
 def _first_per_group(group: np.ndarray, day: np.ndarray, n_groups: int) -> np.ndarray:
@@ -452,7 +452,7 @@ def customer_features(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     n_days = int(_day_index(sales[TS], origin).max()) + 1
     ends = _snapshot_ends(n_days, CUSTOMER_SNAPSHOT_DAYS)
     first_day = _first_per_group(row, day, len(customers))
-    owner, snapshot = _ragged(np.searchsorted(ends, first_day, side="right"), len(ends))
+    owner, snapshot = ragged(np.searchsorted(ends, first_day, side="right"), len(ends))
     end = ends[snapshot]
 
     channel = orders[CHANNEL].to_numpy()
@@ -537,7 +537,7 @@ def _top_categories(
     first = np.searchsorted(ends, day, side="right")
     last = np.searchsorted(ends, day + MIX_WINDOW_DAYS, side="right")
     same_pair = np.concatenate([[False], pair[1:] == pair[:-1]])
-    event, snapshot = _ragged(np.where(same_pair, np.maximum(first, np.roll(last, 1)), first), last)
+    event, snapshot = ragged(np.where(same_pair, np.maximum(first, np.roll(last, 1)), first), last)
     sums, wanted, end = _DaySums(pair, day, lines=lines), pair[event], ends[snapshot]
     counts = sums.between("lines", wanted, end - MIX_WINDOW_DAYS, end)
     key, chosen = (wanted // n_names) * len(ends) + snapshot, wanted % n_names
@@ -589,7 +589,7 @@ def store_features(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     )
     order_sums = _DaySums(orders["row"], orders["day"], orders=np.ones(len(orders)))
     first_day = _first_per_group(row, day, len(stores))
-    owner, end = _ragged(first_day + 1, np.full(len(stores), n_days + 1))
+    owner, end = ragged(first_day + 1, np.full(len(stores), n_days + 1))
     start = end - STORE_WINDOW_DAYS
 
     n_orders = order_sums.between("orders", owner, start, end)
@@ -640,7 +640,7 @@ def product_features(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     products, row = np.unique(sales[PRODUCT_ID].to_numpy(), return_inverse=True)
     customers, customer = np.unique(sales[CUSTOMER_ID].to_numpy(), return_inverse=True)
     first_day = _first_per_group(row, day, len(products))
-    owner, snapshot = _ragged(np.searchsorted(ends, first_day, side="right"), n_snapshots)
+    owner, snapshot = ragged(np.searchsorted(ends, first_day, side="right"), n_snapshots)
     end = ends[snapshot]
 
     # Lines in each snapshot's 91-day window, keyed by product x snapshot.

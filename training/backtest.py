@@ -31,12 +31,7 @@ from statsforecast.models import (
 from features.contract import NET_SALES, PRODUCT_ID, STORE_ID
 from features.engineering import PERIOD, PERIOD_DAYS, UNITS
 from training.forecaster import FORECAST, QUANTILES, STEP, DemandForecaster
-from training.inventory import (
-    matched_baseline,
-    moving_average_order_up_to,
-    order_up_to_coverage,
-    simulate,
-)
+from training.inventory import matched_baseline, order_up_to_coverage, simulate
 from training.metrics import bias, coverage, pinball_loss, rmsse, wape, wrmsse
 from training.restock import REVIEW_DAYS, cover_distribution, order_up_to_level, step_matrices
 
@@ -407,7 +402,6 @@ def replay_restock(
     cover, baseline = matched_baseline(
         demand, daily_demand, first_day, lead_time_days, start, policy.avg_on_hand
     )
-    baseline_up_to = moving_average_order_up_to(daily_demand, first_day, days, cover)
     table = pd.DataFrame(
         [
             {"policy": FINAL, "cover_days": np.nan, **policy.as_dict()},
@@ -416,6 +410,6 @@ def replay_restock(
     ).set_index("policy")
     table["order_up_to_coverage"] = [
         order_up_to_coverage(levels, daily_demand, first_day, lead_time_days)
-        for levels in (order_up_to, baseline_up_to)
+        for levels in (order_up_to, baseline.order_up_to)
     ]
     return table, policy.per_series

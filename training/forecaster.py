@@ -205,8 +205,8 @@ class DemandForecaster:
         rows[planned.columns] = planned.to_numpy()
         if "price_last" in rows:
             rows["promo_price_ratio"] = rows["promo_price"] / rows["price_last"]
-        breadth = (breadth or self.breadth_).features(rows)
-        rows[breadth.columns] = breadth.to_numpy()
+        counted = (breadth or self.breadth_).features(rows)
+        rows[counted.columns] = counted.to_numpy()
         return rows
 
     def _matrix(self, rows: pd.DataFrame) -> pd.DataFrame:

@@ -37,6 +37,7 @@ class SimulationResult:
         orders: number of positive orders placed.
         per_series: one row per series: stockout_days, days, sold, lost, avg_on_hand, so the
             figures can be broken down by store or category.
+        order_up_to: (n, reviews) the S the policy ordered up to.
     """
 
     stockout_rate: float
@@ -46,12 +47,11 @@ class SimulationResult:
     inventory_turns: float
     orders: int
     per_series: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+    order_up_to: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, float]:
-        """The headline figures (not the per-series table) as floats."""
-        return {
-            f.name: float(getattr(self, f.name)) for f in fields(self) if f.name != "per_series"
-        }
+        """The headline figures (not the per-series table or the S levels) as floats."""
+        return {f.name: float(getattr(self, f.name)) for f in fields(self) if f.repr}
 
 
 def simulate(
@@ -131,7 +131,9 @@ def simulate(
             "avg_on_hand": on_hand_total / n_days,
         }
     )
-    return SimulationResult(**kpis(by_series), orders=orders, per_series=by_series)
+    return SimulationResult(
+        **kpis(by_series), orders=orders, per_series=by_series, order_up_to=order_up_to
+    )
 
 
 def kpis(per_series: pd.DataFrame) -> dict[str, float]:

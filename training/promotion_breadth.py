@@ -21,20 +21,12 @@ import numpy as np
 import pandas as pd
 
 from features.contract import PRODUCT_ID, STORE_ID
-from features.engineering import PERIOD, PERIOD_DAYS, PROMO_KINDS
+from features.engineering import PERIOD, PERIOD_DAYS, PROMO_KINDS, ragged
 
 BREADTH_HISTORY_DAYS = 182
 BREADTH_KINDS = ("display", "mailer")
 CATEGORY = "category"
-NO_CATEGORY = ("", "unknown", "nan")  # placeholders: products under them are not one category
-
-
-def _ragged_periods(first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(row, period) for every period from `first` to `last` (inclusive) of each row."""
-    lengths = np.maximum(last - first + 1, 0)
-    row = np.repeat(np.arange(len(first)), lengths)
-    offset = np.arange(len(row)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return row, first[row] + offset
+NO_CATEGORY = ("", "unknown")  # placeholders: products under them are not one category
 
 
 def _usual(counts: np.ndarray, history: int, covered_from: int) -> np.ndarray:
@@ -89,7 +81,7 @@ class PromotionBreadth:
         known = (
             pd.Series(dtype=str)
             if products is None or CATEGORY not in products
-            else products.set_index(PRODUCT_ID)[CATEGORY].astype(str)
+            else products.set_index(PRODUCT_ID)[CATEGORY].dropna().astype(str)
         )
         known = known[~known.isin(NO_CATEGORY)]
         # Every product's category counts; the model carries its own products' only.
@@ -127,9 +119,10 @@ class PromotionBreadth:
             ).to_numpy()
             & promotions[STORE_ID].isin(self.stores).to_numpy()
         )
-        row, period = _ragged_periods(
+        # Every period each promotion touches, its end date's included.
+        row, period = ragged(
             np.maximum((promotions["start_date"].to_numpy()[kept] - start) // span, 0),
-            np.minimum((promotions["end_date"].to_numpy()[kept] - start) // span, shape[1] - 1),
+            np.minimum((promotions["end_date"].to_numpy()[kept] - start) // span, shape[1] - 1) + 1,
         )
         product_codes, products_seen = pd.factorize(promotions[PRODUCT_ID].to_numpy()[kept])
         store_codes = self.stores.get_indexer(promotions[STORE_ID].to_numpy()[kept])
