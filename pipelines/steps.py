@@ -765,12 +765,7 @@ def restock_orders(
     the inventory snapshot of that day, else 0 (flagged `stock_known` False)."""
     # A bad stock file is named before the (slow) model load.
     given = read_stock_file(stock_file) if stock_file is not None else None
-    model, version = tracking.load_champion(settings.forecaster_name)
-    if reason := model.unservable_reason():
-        raise LookupError(
-            f"the champion of {settings.forecaster_name} (version {version}) cannot plan orders: "
-            f"{reason}; run `omnishelf train forecaster --force`"
-        )
+    model, _ = tracking.load_champion(settings.forecaster_name)
     date = pd.Timestamp(date) if date is not None else model.next_origin_
     tables = load_tables(settings.tables_dir, ["products", "stores", "promotions", "inventory"])
     keys = model.series_.to_frame(index=False)

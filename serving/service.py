@@ -55,7 +55,7 @@ with bentoml.importing():
     from features.settings import Settings
     from serving.ranked_lists import NOT_PERSONAL, RankedList, RankedLists, as_ranked_list
     from training import tracking
-    from training.forecaster import FORECAST, DemandForecaster
+    from training.forecaster import FORECAST
     from training.restock import ORDER_COLUMNS, plan_orders
 
 log = logging.getLogger(__name__)
@@ -163,15 +163,6 @@ def load_champion(registered_name: str) -> Champion:
             None,
             None,
             f"the champion of {registered_name} cannot be loaded ({type(error).__name__}: {error})",
-        )
-    if isinstance(model, DemandForecaster) and (reason := model.unservable_reason()):
-        # Refused at load: served, it would fail on every /forecast or /restock request.
-        return Champion(
-            registered_name,
-            None,
-            None,
-            f"the champion of {registered_name} (version {version}) cannot be served: {reason}; "
-            "run `omnishelf train forecaster --force`",
         )
     return Champion(registered_name, model, str(version), None)
 

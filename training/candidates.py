@@ -410,7 +410,7 @@ class NewInCategory:
         fresh = products[(products["first_sold_day"] <= new_days) & (products[CATEGORY] != "")]
         # Within a category the score orders by buyers, so no list needs more than the top few.
         fresh = (
-            fresh.sort_values("buyers", ascending=False)
+            fresh.sort_values(["buyers", PRODUCT_ID], ascending=[False, True])
             .groupby(CATEGORY)
             .head(MAX_NEW_PER_CATEGORY)
         )
@@ -431,7 +431,8 @@ class NewInCategory:
     def candidates(self, customer_ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         customer_ids = np.asarray(customer_ids)
         wanted = self.affinity_[self.affinity_[CUSTOMER_ID].isin(customer_ids)]
-        scored = wanted.merge(self.fresh_, on=CATEGORY)
-        # Within a category the new product more customers already picked up comes first.
+        # Within a category the new product more customers already picked up comes first, so
+        # no list needs more than each category's first n (fresh_ is sorted by buyers).
+        scored = wanted.merge(self.fresh_.groupby(CATEGORY).head(n), on=CATEGORY)
         scored["score"] = scored["affinity"] * (1.0 + np.log1p(scored["buyers"]))
         return top_n(scored, "score", customer_ids, n)

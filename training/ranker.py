@@ -30,13 +30,15 @@ from training.candidates import (
 )
 
 # How many products each generator proposes per customer: the union is what the ranker orders.
+# Halving every list (from 100/50/50/30/30/10) kept both protocols' Recall@10 and NDCG@10 on
+# Complete Journey within run-to-run noise and halved the rows that training and serving rank.
 POOL_SIZES = {
-    "repurchase": 100,
-    "als": 50,
-    "item_item": 50,
-    "popular": 30,
-    "popular_in_store": 30,
-    "new_in_category": 10,
+    "repurchase": 50,
+    "als": 25,
+    "item_item": 25,
+    "popular": 15,
+    "popular_in_store": 15,
+    "new_in_category": 5,
 }
 NOT_FEATURES = (CUSTOMER_ID, PRODUCT_ID, STORE_ID)
 RANKER_PARAMS = {
@@ -54,7 +56,8 @@ RANKER_PARAMS = {
     "num_threads": 2,
     "seed": 0,
 }
-NUM_BOOST_ROUND = 600
+# 300 rounds ranked as well as 600 on both protocols' earlier holdouts, in half the time.
+NUM_BOOST_ROUND = 300
 EXTRA_HALF_LIVES = (7, 30)  # short recency half-lives beside the repurchase generator's 120 days
 NEIGHBOURS = 100  # user-KNN: the most similar customers (cosine of decayed baskets) that vote
 

@@ -78,7 +78,8 @@ def champion_version(registered_name: str):
 
 
 def load_champion(registered_name: str):
-    """The fitted omnishelf model behind the champion alias, and its version."""
+    """The fitted omnishelf model behind the champion alias, and its version. LookupError when
+    there is none, or when the model says it cannot be used (`unservable_reason`)."""
     found = champion_version(registered_name)
     if found is None:
         raise LookupError(
@@ -86,4 +87,13 @@ def load_champion(registered_name: str):
             f"{mlflow.get_tracking_uri()}: run `omnishelf train` first"
         )
     packaged = mlflow.pyfunc.load_model(f"models:/{registered_name}@{CHAMPION}")
-    return packaged.unwrap_python_model().model, found.version
+    model = packaged.unwrap_python_model().model
+    # Models whose pickles can outlive their inputs (the forecaster) say why, once, for every
+    # caller: served or used in a batch, such a model would fail later, on every request.
+    unservable = getattr(model, "unservable_reason", None)
+    if unservable is not None and (reason := unservable()):
+        raise LookupError(
+            f"the champion of {registered_name} (version {found.version}) cannot be used: "
+            f"{reason}; retrain it with `omnishelf train --force`"
+        )
+    return model, found.version

@@ -123,10 +123,10 @@ def test_a_champion_from_an_older_omnishelf_is_named_not_served(workspace):
         champion = load_champion(name)
         assert champion.model is None
         assert champion.problem.startswith(
-            f"the champion of {name} (version {old}) cannot be served: it was fitted by an older"
+            f"the champion of {name} (version {old}) cannot be used: it was fitted by an older"
         )
         # The batch restock refuses it the same way, before reading any feature.
-        with pytest.raises(LookupError, match=f"version {old}.* cannot plan orders: it was fitted"):
+        with pytest.raises(LookupError, match=f"version {old}.* cannot be used: it was fitted"):
             restock_orders(workspace["settings"])
     finally:
         MlflowClient().set_registered_model_alias(name, tracking.CHAMPION, current.version)

@@ -136,6 +136,15 @@ def test_new_products_reach_buyers_of_their_category(history):
     assert (ids[1] == -1).all()  # customer 7 buys only bakery
 
 
+def test_new_products_cut_to_n_keep_the_most_bought_then_the_lowest_id():
+    # Three new dairy products: 33 has two buyers, 31 and 32 one each (a tie).
+    rows = [(1, 10, 40), (2, 10, 40), (5, 33, 2), (6, 33, 2), (5, 32, 2), (6, 31, 2)]
+    products = pd.DataFrame({"product_id": [10, 31, 32, 33], "category": ["dairy"] * 4})
+    generator = NewInCategory().fit(build_history(purchases(rows), AS_OF, products))
+    ids, _ = generator.candidates(np.array([1, 2]), 2)
+    assert ids.tolist() == [[33, 31], [33, 31]]
+
+
 def test_history_counts_baskets_and_cycle(history):
     pair = history.pairs.set_index(["customer_id", "product_id"]).loc[(2, 10)]
     assert pair["baskets"] == 5 and pair["last_day"] == 6 and pair["first_day"] == 33
