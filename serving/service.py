@@ -152,7 +152,8 @@ class Champion:
 
 
 def load_champion(registered_name: str) -> Champion:
-    """The registry's champion, or why there is none (missing, or an unreadable artifact)."""
+    """The registry's champion, or why there is none (missing, an unreadable artifact, or a
+    model that says it cannot be used, see `tracking.load_champion`)."""
     try:
         model, version = tracking.load_champion(registered_name)
     except LookupError as error:
