@@ -21,6 +21,7 @@ QUANTITY = "quantity"
 NET_SALES = "net_sales"
 DISCOUNT = "discount"
 DATE = "date"
+CATEGORY = "category"  # of a product, in the products table
 
 CHANNELS = ("store", "web", "app", "mini_program")
 

@@ -17,10 +17,9 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from features.contract import CUSTOMER_ID, PRODUCT_ID, QUANTITY, STORE_ID, TS
+from features.contract import CATEGORY, CUSTOMER_ID, PRODUCT_ID, QUANTITY, STORE_ID, TS
 
 DAY = "day"
-CATEGORY = "category"
 RECENCY_HALF_LIFE_DAYS = 120.0  # Complete Journey R@10 .0986 vs .0920 undecayed (benchmark)
 NEW_PRODUCT_DAYS = 28
 MAX_NEW_PER_CATEGORY = 20  # a product first sold this recently has too few buyers to be learned

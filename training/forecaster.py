@@ -46,8 +46,8 @@ UNIT_VALUED = ("units_lag_", "units_mean_", "units_std_")
 SEASONAL_HISTORY_DAYS = 730
 PAYDAYS = (1, 15)  # days of the month: semi-monthly pay, the most common US schedule
 LEVEL_BINS = 5  # conformal errors are pooled by forecast-level quintile
-# What a fitted forecaster carries; one from an older omnishelf lacks some of it (the service
-# refuses it rather than fail on a request).
+# What a fitted forecaster carries; one from an older omnishelf lacks some of it
+# (`tracking.load_champion` refuses it rather than let a request or a restock run fail on it).
 FORMAT_VERSION = 2
 
 

@@ -20,12 +20,11 @@ import copy
 import numpy as np
 import pandas as pd
 
-from features.contract import PRODUCT_ID, STORE_ID
+from features.contract import CATEGORY, PRODUCT_ID, STORE_ID
 from features.engineering import PERIOD, PERIOD_DAYS, PROMO_KINDS, ragged
 
 BREADTH_HISTORY_DAYS = 182
 BREADTH_KINDS = ("display", "mailer")
-CATEGORY = "category"
 NO_CATEGORY = ("", "unknown")  # placeholders: products under them are not one category
 
 

@@ -17,10 +17,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from features.contract import CUSTOMER_ID, PRODUCT_ID, STORE_ID
+from features.contract import CATEGORY, CUSTOMER_ID, PRODUCT_ID, STORE_ID
 from training.candidates import (
     ALS,
-    CATEGORY,
     History,
     ItemItem,
     NewInCategory,

@@ -14,11 +14,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from features.contract import CUSTOMER_ID, PRODUCT_ID, STORE_ID
+from features.contract import CATEGORY, CUSTOMER_ID, PRODUCT_ID, STORE_ID
 from features.engineering import EVENT_TIMESTAMP
 from training.candidates import (
     BPR,
-    CATEGORY,
     History,
     ItemItem,
     Repurchase,
