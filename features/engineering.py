@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from features.contract import (
+    CATEGORY,
     CHANNEL,
     CHANNELS,
     CUSTOMER_ID,
@@ -522,7 +523,7 @@ def _top_categories(
     name are left out; ties go to the first name in alphabetical order.
     """
     products = tables["products"]
-    names, category = np.unique(products["category"].astype(str).to_numpy(), return_inverse=True)
+    names, category = np.unique(products[CATEGORY].astype(str).to_numpy(), return_inverse=True)
     line_category = _lookup(products[PRODUCT_ID], category, sales[PRODUCT_ID].to_numpy(), -1)
     named = (line_category >= 0) & (names[np.maximum(line_category, 0)] != "")
     customer = np.searchsorted(customers, sales[CUSTOMER_ID].to_numpy()[named])
@@ -685,8 +686,8 @@ def product_features(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         {
             PRODUCT_ID: out_products,
             EVENT_TIMESTAMP: origin + pd.to_timedelta(end, unit="D"),
-            "category": _lookup(
-                catalogue[PRODUCT_ID], catalogue["category"].to_numpy(), out_products, "unknown"
+            CATEGORY: _lookup(
+                catalogue[PRODUCT_ID], catalogue[CATEGORY].to_numpy(), out_products, "unknown"
             ),
         }
     )

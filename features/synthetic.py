@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from features.contract import (
+    CATEGORY,
     CHANNEL,
     CHANNELS,
     CUSTOMER_ID,
@@ -263,7 +264,7 @@ def _products(
     frame = pd.DataFrame(
         {
             PRODUCT_ID: np.arange(n) + FIRST_PRODUCT_ID,
-            "category": [f"cat_{c:02d}" for c in category],
+            CATEGORY: [f"cat_{c:02d}" for c in category],
             "department": [f"dept_{c % config.n_departments + 1}" for c in category],
             "brand": [f"brand_{b:03d}" for b in brand],
             "price": np.maximum(price, 0.49),

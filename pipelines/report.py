@@ -24,7 +24,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
-from features.contract import CUSTOMER_ID, DATE, PRODUCT_ID, STORE_ID, TS
+from features.contract import CATEGORY, CUSTOMER_ID, DATE, PRODUCT_ID, STORE_ID, TS
 from features.dataset import load_tables, replace_directory
 from features.feature_store import data_clock, open_store
 from features.settings import Settings
@@ -79,7 +79,7 @@ def build_report(settings: Settings, day: pd.Timestamp | None = None) -> Report:
             f"--date {day:%Y-%m-%d} is outside the data ({transactions[TS].min():%Y-%m-%d} .. "
             f"{last:%Y-%m-%d})"
         )
-    category = tables["products"].set_index(PRODUCT_ID)["category"]
+    category = tables["products"].set_index(PRODUCT_ID)[CATEGORY]
     if "inventory" in tables and (tables["inventory"][DATE] <= day).any():
         per_series, source = (
             kpis.observed_series(tables["inventory"], transactions, day),
@@ -89,7 +89,7 @@ def build_report(settings: Settings, day: pd.Timestamp | None = None) -> Report:
         per_series, source = _simulated_series(settings), "simulated"
     per_series = per_series.assign(category=category.reindex(per_series[PRODUCT_ID]).to_numpy())
     by_store = kpis.stock_table(per_series, STORE_ID)
-    by_category = kpis.stock_table(per_series, "category")
+    by_category = kpis.stock_table(per_series, CATEGORY)
     overall = kpis.stock_table(per_series, None)
     customers = kpis.customer_kpis(transactions, day)
     orders = _orders(settings, day)
@@ -316,7 +316,7 @@ def _cover_chart(report: Report) -> Figure:
     figure = Figure(figsize=(5, 3.2))
     axis = figure.subplots()
     categories = report.stock_by_category.sort_values("days_of_cover").tail(20)
-    axis.barh(categories["category"].astype(str), categories["days_of_cover"], color="#9bbb59")
+    axis.barh(categories[CATEGORY].astype(str), categories["days_of_cover"], color="#9bbb59")
     axis.set(xlabel="days of cover", title="Days of cover by category")
     axis.tick_params(axis="y", labelsize=7)
     figure.tight_layout()

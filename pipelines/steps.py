@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib.metadata import version
 from pathlib import Path
 
@@ -69,6 +70,7 @@ from training.backtest import (
 )
 from training.evaluation import RECALL_KS, TEST_DAYS
 from training.forecaster import HORIZON_PERIODS, DemandForecaster
+from training.promotion_breadth import PromotionBreadth
 from training.ranker import POOL_SIZES
 from training.recommender import (
     HEADLINE_METRICS,
@@ -464,6 +466,14 @@ class ForecastData:
     origins: list[pd.Timestamp]  # backtest origins
     reviews: list[pd.Timestamp]  # weekly restock reviews replayed over the backtest windows
 
+    @cached_property
+    def promotion_breadth(self) -> PromotionBreadth:
+        """What else is promoted, counted once for every fit on this data: the backtest's
+        origins and the final fit (each count reads the whole promotions table)."""
+        return _forecaster(self).promotion_breadth(
+            self.features, self.panel, self.tables.get("promotions"), self.tables.get("products")
+        )
+
 
 def forecast_data(settings: Settings, n_origins: int = BACKTEST_ORIGINS) -> ForecastData:
     """The panel, its backtest origins and the Feast point-in-time features they need."""
@@ -543,6 +553,7 @@ def forecast_backtest(
         progress,
         client,
         data.tables.get("products"),
+        data.promotion_breadth,
     )
     lead = _lead_times(data.tables, data.keys)
     mean, std = cover_demand(result, data.features, data.keys, data.reviews, lead, promotions)
@@ -674,7 +685,13 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
         mlflow.log_metric(HOLDOUT_METRIC, holdout)
         promotions, calendar = data.tables.get("promotions"), data.tables.get("calendar")
         final = model.fit(
-            data.features, data.panel, promotions, calendar, data.tables.get("products"), client
+            data.features,
+            data.panel,
+            promotions,
+            calendar,
+            data.tables.get("products"),
+            client,
+            data.promotion_breadth,
         )
         mlflow.log_metrics({"series": len(data.keys), "training_rows": final.training_rows_})
         mlflow.log_figure(

@@ -175,12 +175,18 @@ def forecaster_tuning(settings: Settings, threads: int, fingerprint: str) -> Tun
             calendar,
             stat_models=(),
             products=products,
+            breadth=data.promotion_breadth,
         )
         return float(result.table.loc[FINAL, "wrmsse"])
 
     def register(config: dict, tags: dict[str, str]) -> str:
         final = forecaster_from(freq, country, config, threads).fit(
-            data.features, data.panel, promotions, calendar, products
+            data.features,
+            data.panel,
+            promotions,
+            calendar,
+            products,
+            breadth=data.promotion_breadth,
         )
         return tracking.register(final, settings.forecaster_name, tags, alias=CHALLENGER)
 

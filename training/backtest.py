@@ -33,6 +33,7 @@ from features.engineering import PERIOD, PERIOD_DAYS, UNITS
 from training.forecaster import FORECAST, QUANTILES, STEP, DemandForecaster
 from training.inventory import matched_baseline, order_up_to_coverage, simulate
 from training.metrics import bias, coverage, pinball_loss, rmsse, wape, wrmsse
+from training.promotion_breadth import PromotionBreadth
 from training.restock import REVIEW_DAYS, cover_distribution, order_up_to_level, step_matrices
 
 ORIGIN = "origin"
@@ -300,6 +301,7 @@ def backtest(
     progress: Callable[[str], None] | None = None,
     client=None,
     products: pd.DataFrame | None = None,
+    breadth: PromotionBreadth | None = None,
 ) -> Backtest:
     """Refit the forecaster at each origin on what came before it, and score it with the
     statistical baselines on the same windows.
@@ -312,6 +314,8 @@ def backtest(
         origins: starts of the test windows, e.g. from `rolling_origins`.
         client: a `distributed.Client` to train on (see `DemandForecaster.fit`).
         products: the products table, for the forecaster's category promotion counts.
+        breadth: what else is promoted, counted once for every origin's fit (see
+            `DemandForecaster.promotion_breadth`); None counts it at each origin.
     """
     stamp = features["event_timestamp"]
     horizon = make_forecaster().horizon
@@ -326,6 +330,7 @@ def backtest(
             calendar,
             products,
             client,
+            breadth,
         )
         models[origin] = model
         final = model.predict(features[stamp == origin], promotions).drop(columns="event_timestamp")

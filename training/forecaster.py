@@ -266,6 +266,7 @@ class DemandForecaster:
         calendar: pd.DataFrame | None = None,
         products: pd.DataFrame | None = None,
         client=None,
+        breadth: PromotionBreadth | None = None,
     ) -> DemandForecaster:
         """Fit on every origin x step whose target period is in `panel`, then calibrate the
         quantiles on the last horizon of the panel with a model that did not see it.
@@ -280,6 +281,8 @@ class DemandForecaster:
                 product's category is on promotion.
             client: a `distributed.Client`: training rows are built and LightGBM trained on its
                 cluster (`lightgbm.dask`); None trains in this process.
+            breadth: what else is promoted, counted once by `promotion_breadth` for several
+                fits (a backtest's origins and the final fit); None counts it here.
         """
         self.input_names_ = [
             c for c in at_origin.columns if c not in (STORE_ID, PRODUCT_ID, ORIGIN)
@@ -312,20 +315,18 @@ class DemandForecaster:
         if panel.empty or at_origin.empty:
             raise ValueError("no training rows: no origin has a target period inside the panel")
         last_period = panel[PERIOD].max()
-        span = pd.Timedelta(days=PERIOD_DAYS[self.freq])
         # Served forecasts start where the last period of the training data ends.
-        self.next_origin_ = last_period + span
+        self.next_origin_ = last_period + pd.Timedelta(days=PERIOD_DAYS[self.freq])
         series = at_origin[[STORE_ID, PRODUCT_ID]].drop_duplicates()
-        # Counts up to two horizons past the data: a backtest's restock reviews forecast from
-        # origins inside the window after it.
-        self.breadth_ = PromotionBreadth(
-            promotions,
-            products,
-            self.freq,
-            series,
-            at_origin[ORIGIN].min(),
-            self.next_origin_ + (2 * self.horizon - 1) * span,
-        )
+        needed = self._breadth_range(at_origin, panel)
+        if breadth is None:
+            breadth = PromotionBreadth(promotions, products, self.freq, series, *needed)
+        elif not breadth.covers(series, *needed):
+            raise ValueError(
+                "the promotion counts passed to fit do not cover its series and periods: "
+                "build them with `promotion_breadth` on the widest data the fits read"
+            )
+        self.breadth_ = breadth
         rows = self._training_rows(at_origin, panel, promotions, client)
         self.training_rows_ = len(rows)
         if self.training_rows_ == 0:
@@ -349,6 +350,31 @@ class DemandForecaster:
             ].reset_index(drop=True)
         )
         return self
+
+    def _breadth_range(
+        self, at_origin: pd.DataFrame, panel: pd.DataFrame
+    ) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """The first and last periods a fit on these reads promotion counts of: from the first
+        origin to two horizons past the data (a backtest's restock reviews forecast from
+        origins inside the window after it)."""
+        span = pd.Timedelta(days=PERIOD_DAYS[self.freq])
+        next_origin = panel[PERIOD].max() + span
+        return at_origin[ORIGIN].min(), next_origin + (2 * self.horizon - 1) * span
+
+    def promotion_breadth(
+        self,
+        at_origin: pd.DataFrame,
+        panel: pd.DataFrame,
+        promotions: pd.DataFrame | None,
+        products: pd.DataFrame | None,
+    ) -> PromotionBreadth:
+        """What else is promoted, counted once for a fit on `at_origin` and `panel` and for
+        fits on their earlier parts: each count reads the whole promotions table (a chain's
+        has tens of millions of rows), so a backtest passes one build to every `fit`."""
+        series = at_origin[[STORE_ID, PRODUCT_ID]].drop_duplicates()
+        return PromotionBreadth(
+            promotions, products, self.freq, series, *self._breadth_range(at_origin, panel)
+        )
 
     def _calibrate(
         self, rows, origins: pd.Series, last_period: pd.Timestamp, client

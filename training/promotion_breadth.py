@@ -71,12 +71,14 @@ class PromotionBreadth:
             first, last: starts of the first and last periods looked up later.
         """
         self.freq = freq
+        self.first, self.last = pd.Timestamp(first), pd.Timestamp(last)
         span = PERIOD_DAYS[freq]
         history = BREADTH_HISTORY_DAYS // span
         # Built from `history` periods before `first`, for the usual counts; looked up from `first`.
         self.start = pd.Timestamp(first) - pd.Timedelta(days=history * span)
         self.n_periods = history + (pd.Timestamp(last) - pd.Timestamp(first)).days // span + 1
         self.stores = pd.Index(np.unique(series[STORE_ID]))
+        self.products = pd.Index(np.unique(series[PRODUCT_ID]))
         known = (
             pd.Series(dtype=str)
             if products is None or CATEGORY not in products
@@ -84,7 +86,7 @@ class PromotionBreadth:
         )
         known = known[~known.isin(NO_CATEGORY)]
         # Every product's category counts; the model carries its own products' only.
-        self.categories = known.reindex(np.unique(series[PRODUCT_ID])).dropna()
+        self.categories = known.reindex(self.products).dropna()
         self.category_index = pd.Index(self.categories.unique())
         self.counts = self._count(promotions, known)
         covered_from = 0
@@ -94,6 +96,19 @@ class PromotionBreadth:
         self.usual = {
             name: _usual(counts, history, covered_from) for name, counts in self.counts.items()
         }
+
+    def covers(self, series: pd.DataFrame, first: pd.Timestamp, last: pd.Timestamp) -> bool:
+        """Whether lookups of `series` from `first` to `last` read what a build for exactly
+        those would: the stores and products were counted, the periods lie on this build's
+        grid and inside it (a period's usual count reads only the periods before it)."""
+        span = pd.Timedelta(days=PERIOD_DAYS[self.freq])
+        return bool(
+            self.first <= pd.Timestamp(first)
+            and pd.Timestamp(last) <= self.last
+            and (pd.Timestamp(first) - self.first) % span == pd.Timedelta(0)
+            and series[STORE_ID].isin(self.stores).all()
+            and series[PRODUCT_ID].isin(self.products).all()
+        )
 
     def _count(
         self, promotions: pd.DataFrame | None, categories: pd.Series

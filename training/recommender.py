@@ -45,6 +45,10 @@ SERVING_RULES = {
     "cold_start": "customers without history get popular at the store, then overall",
     "new_products": "products first sold in the last 28 days reach buyers of their category",
 }
+# What a fitted NextBestProduct carries; raise it when that changes, so that
+# `tracking.load_champion` refuses a model an older omnishelf pickled instead of letting every
+# request fail on an attribute it lacks.
+FORMAT_VERSION = 1
 # Earlier holdouts the ranker learns from, per protocol: next-basket holdouts are small (one
 # basket per customer) and gained from more in exploratory runs; the time split's 28-day
 # windows did not.
@@ -220,7 +224,14 @@ class NextBestProduct:
         self.categories_ = frozenset(self.category_.unique()) - {""}  # checked per request
         self.stores_ = set(self.pool_.generators["popular_in_store"].stores().tolist())
         self.external_columns_ = [c for c in self.ranker.feature_names_ if "__" in c]
+        self.format_version_ = FORMAT_VERSION
         return self
+
+    def unservable_reason(self) -> str | None:
+        """Why this fitted model cannot answer requests, or None when it can."""
+        if getattr(self, "format_version_", None) != FORMAT_VERSION:
+            return "it was fitted by an older omnishelf"
+        return None
 
     def knows(self, customer_ids) -> np.ndarray:
         return self.history_.customer_index.get_indexer(np.asarray(customer_ids)) >= 0

@@ -88,10 +88,9 @@ def load_champion(registered_name: str):
         )
     packaged = mlflow.pyfunc.load_model(f"models:/{registered_name}@{CHAMPION}")
     model = packaged.unwrap_python_model().model
-    # Models whose pickles can outlive their inputs (the forecaster) say why, once, for every
-    # caller: served or used in a batch, such a model would fail later, on every request.
-    unservable = getattr(model, "unservable_reason", None)
-    if unservable is not None and (reason := unservable()):
+    # A pickle can outlive the code that wrote it: the model says why it cannot be used, once,
+    # for every caller; served or used in a batch, it would fail later, on every request.
+    if reason := model.unservable_reason():
         raise LookupError(
             f"the champion of {registered_name} (version {found.version}) cannot be used: "
             f"{reason}; retrain it with `omnishelf train --force`"

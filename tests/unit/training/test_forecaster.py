@@ -219,3 +219,39 @@ def test_steps_leave_out_the_later_steps_and_the_others_unchanged():
     )
     for name, values in expected.items():
         assert np.array_equal(planned[name].to_numpy(), values), name
+
+
+def test_one_promotion_count_serves_every_fit_on_an_earlier_part_of_the_data():
+    rng = np.random.default_rng(0)
+    days = pd.date_range(START, periods=210, freq="D")
+    promotions = pd.concat(
+        [
+            promotions_on(list(rng.choice(days, size=40, replace=False)), product=1),
+            promotions_on(list(rng.choice(days, size=60, replace=False)), product=2),
+        ],
+        ignore_index=True,
+    )
+    products = pd.DataFrame({"product_id": [1, 2], "category": ["A", "A"]})
+    panel = daily_panel(210, set(promotions.loc[promotions["product_id"] == 1, "start_date"]))
+    at_origin = features_at(panel, pd.date_range("2024-01-15", "2024-06-01", freq="D"))
+    params = {"min_data_in_leaf": 5}
+    shared = DemandForecaster("D").promotion_breadth(at_origin, panel, promotions, products)
+    assert shared.counts["display"].max() == 2  # the counts vary: the models read them
+
+    earlier = at_origin[at_origin["event_timestamp"] < "2024-04-01"]
+    earlier_panel = panel[panel["period"] < "2024-04-01"]
+    own = DemandForecaster("D", params=params, num_boost_round=50).fit(
+        earlier, earlier_panel, promotions, products=products
+    )
+    given = DemandForecaster("D", params=params, num_boost_round=50).fit(
+        earlier, earlier_panel, promotions, products=products, breadth=shared
+    )
+    origin = at_origin[at_origin["event_timestamp"] == "2024-04-01"]
+    pd.testing.assert_frame_equal(
+        own.predict(origin, promotions), given.predict(origin, promotions)
+    )
+
+    # Counts of the earlier part do not reach the later periods a fit on all of it reads.
+    narrow = DemandForecaster("D").promotion_breadth(earlier, earlier_panel, promotions, products)
+    with pytest.raises(ValueError, match="do not cover its series and periods"):
+        DemandForecaster("D").fit(at_origin, panel, promotions, products=products, breadth=narrow)

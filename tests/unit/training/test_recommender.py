@@ -2,6 +2,8 @@
 reminders, trained on a small synthetic history (no feature store: the ranker reads only what
 the history says)."""
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -71,6 +73,13 @@ def test_reminders_are_the_customers_own_repeat_products_with_probabilities(serv
     repeat = served.history_.pairs.query("customer_id == @regular and baskets >= 2")
     assert set(due["product_id"]) <= set(repeat["product_id"])
     assert (due["due_in_days"] >= 0).all()
+
+
+def test_a_model_says_when_an_older_omnishelf_fitted_it(served):
+    assert served.unservable_reason() is None
+    old = copy.copy(served)
+    del old.format_version_  # as unpickled from before the format was recorded
+    assert old.unservable_reason() == "it was fitted by an older omnishelf"
 
 
 def test_pyfunc_frame_has_one_row_per_customer_and_rank(served, regular):
