@@ -87,7 +87,7 @@ def build_report(settings: Settings, day: pd.Timestamp | None = None) -> Report:
         )
     else:
         per_series, source = _simulated_series(settings), "simulated"
-    per_series = per_series.assign(category=category.reindex(per_series[PRODUCT_ID]).to_numpy())
+    per_series[CATEGORY] = category.reindex(per_series[PRODUCT_ID]).to_numpy()
     by_store = kpis.stock_table(per_series, STORE_ID)
     by_category = kpis.stock_table(per_series, CATEGORY)
     overall = kpis.stock_table(per_series, None)

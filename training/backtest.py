@@ -314,8 +314,9 @@ def backtest(
         origins: starts of the test windows, e.g. from `rolling_origins`.
         client: a `distributed.Client` to train on (see `DemandForecaster.fit`).
         products: the products table, for the forecaster's category promotion counts.
-        breadth: what else is promoted, counted once for every origin's fit (see
-            `DemandForecaster.promotion_breadth`); None counts it at each origin.
+        breadth: what else is promoted, counted once for every origin's fit from the same
+            `promotions` and `products` (see `DemandForecaster.promotion_breadth`); None counts
+            it at each origin.
     """
     stamp = features["event_timestamp"]
     horizon = make_forecaster().horizon

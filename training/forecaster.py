@@ -282,7 +282,8 @@ class DemandForecaster:
             client: a `distributed.Client`: training rows are built and LightGBM trained on its
                 cluster (`lightgbm.dask`); None trains in this process.
             breadth: what else is promoted, counted once by `promotion_breadth` for several
-                fits (a backtest's origins and the final fit); None counts it here.
+                fits (a backtest's origins and the final fit) from the same promotions and
+                products tables; None counts it here from `promotions` and `products`.
         """
         self.input_names_ = [
             c for c in at_origin.columns if c not in (STORE_ID, PRODUCT_ID, ORIGIN)
@@ -321,7 +322,7 @@ class DemandForecaster:
         needed = self._breadth_range(at_origin, panel)
         if breadth is None:
             breadth = PromotionBreadth(promotions, products, self.freq, series, *needed)
-        elif not breadth.covers(series, *needed):
+        elif not breadth.covers(self.freq, series, *needed):
             raise ValueError(
                 "the promotion counts passed to fit do not cover its series and periods: "
                 "build them with `promotion_breadth` on the widest data the fits read"

@@ -97,13 +97,17 @@ class PromotionBreadth:
             name: _usual(counts, history, covered_from) for name, counts in self.counts.items()
         }
 
-    def covers(self, series: pd.DataFrame, first: pd.Timestamp, last: pd.Timestamp) -> bool:
-        """Whether lookups of `series` from `first` to `last` read what a build for exactly
-        those would: the stores and products were counted, the periods lie on this build's
-        grid and inside it (a period's usual count reads only the periods before it)."""
+    def covers(
+        self, freq: str, series: pd.DataFrame, first: pd.Timestamp, last: pd.Timestamp
+    ) -> bool:
+        """Whether this build's rows of `series` from `first` to `last` read what a build for
+        exactly those would: the same period length, the stores and products counted, the
+        periods on this build's grid and inside it (a period's usual count reads only the
+        periods before it). Rows of other series may read counts a narrower build lacks."""
         span = pd.Timedelta(days=PERIOD_DAYS[self.freq])
         return bool(
-            self.first <= pd.Timestamp(first)
+            freq == self.freq
+            and self.first <= pd.Timestamp(first)
             and pd.Timestamp(last) <= self.last
             and (pd.Timestamp(first) - self.first) % span == pd.Timedelta(0)
             and series[STORE_ID].isin(self.stores).all()

@@ -123,12 +123,13 @@ def test_a_promotion_counts_in_every_day_it_covers():
 
 def test_a_build_covers_the_stores_products_and_periods_it_counted_on_its_grid():
     breadth = PromotionBreadth(None, PRODUCTS, "W", SERIES, TARGET, TARGET + 4 * WEEK)
-    assert breadth.covers(SERIES, TARGET, TARGET + 4 * WEEK)
-    assert breadth.covers(SERIES.iloc[:2], TARGET + WEEK, TARGET + 2 * WEEK)
-    assert not breadth.covers(SERIES, TARGET - WEEK, TARGET)  # before its first period
-    assert not breadth.covers(SERIES, TARGET, TARGET + 5 * WEEK)  # after its last
-    assert not breadth.covers(SERIES, TARGET + pd.Timedelta(days=3), TARGET + WEEK)  # off grid
+    assert breadth.covers("W", SERIES, TARGET, TARGET + 4 * WEEK)
+    assert not breadth.covers("D", SERIES, TARGET, TARGET + 4 * WEEK)  # weekly counts, daily rows
+    assert breadth.covers("W", SERIES.iloc[:2], TARGET + WEEK, TARGET + 2 * WEEK)
+    assert not breadth.covers("W", SERIES, TARGET - WEEK, TARGET)  # before its first period
+    assert not breadth.covers("W", SERIES, TARGET, TARGET + 5 * WEEK)  # after its last
+    assert not breadth.covers("W", SERIES, TARGET + pd.Timedelta(days=3), TARGET + WEEK)  # off grid
     other_store = pd.DataFrame({"store_id": [3], "product_id": [1]})
     other_product = pd.DataFrame({"store_id": [1], "product_id": [2]})
-    assert not breadth.covers(other_store, TARGET, TARGET)
-    assert not breadth.covers(other_product, TARGET, TARGET)
+    assert not breadth.covers("W", other_store, TARGET, TARGET)
+    assert not breadth.covers("W", other_product, TARGET, TARGET)
