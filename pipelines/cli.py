@@ -768,7 +768,10 @@ def _call_endpoints(settings: Settings, url: str) -> None:
     with httpx.Client(base_url=url, timeout=30) as client:
         for route, body in calls:
             response = client.post(route, json=body)
-            console.rule(f"POST {route} {json.dumps(body)} -> {response.status_code}")
+            # The status in the rule, the request under it: a long body would cut the rule's
+            # title before the status.
+            console.rule(f"POST {route} -> {response.status_code}")
+            console.print(f"request: {json.dumps(body)}", markup=False, highlight=False)
             console.print_json(response.text)
         for route in ("/healthz", "/readyz"):
             console.rule(f"GET {route} -> {client.get(route).status_code}")
