@@ -30,9 +30,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from features.contract import CUSTOMER_ID, PRODUCT_ID  # noqa: E402
+from features.contract import CUSTOMER_ID  # noqa: E402
 from pipelines import steps  # noqa: E402
-from training.candidates import build_history, top_n  # noqa: E402
+from training.candidates import build_history  # noqa: E402
 from training.evaluation import score_table_row, split  # noqa: E402
 from training.ranker import CandidatePool  # noqa: E402
 from training.recommender import (  # noqa: E402
@@ -45,16 +45,12 @@ from training.recommender import (  # noqa: E402
     earlier_holdouts,
     fit_ranker,
     labelled,
+    ranked_lists,
     window_rows,
 )
 
 RESULTS = ROOT / "benchmarks" / "results" / "recommender_ceiling.json"
 FOLDS = 5
-
-
-def lists(window: WindowRows, scores: np.ndarray) -> np.ndarray:
-    scored = window.rows[[CUSTOMER_ID, PRODUCT_ID]].assign(score=scores)
-    return top_n(scored, "score", window.holdout.customers, DEPTH)[0]
 
 
 def rank(windows: list[WindowRows], scored: WindowRows) -> np.ndarray:
@@ -91,9 +87,9 @@ def main() -> None:
         cross_fit[row_fold == fold] = rank([others, *earlier], scored)
 
     rankers = {
-        "shipped": lists(evaluated, rank(earlier, evaluated)),
-        "cross_fit": lists(evaluated, cross_fit),
-        "in_sample": lists(evaluated, rank([evaluated], evaluated)),
+        "shipped": ranked_lists(evaluated, rank(earlier, evaluated), DEPTH),
+        "cross_fit": ranked_lists(evaluated, cross_fit, DEPTH),
+        "in_sample": ranked_lists(evaluated, rank([evaluated], evaluated), DEPTH),
     }
     baselines = {name: baseline_lists(name, pool, history, holdout.customers) for name in BASELINES}
     table = pd.DataFrame(

@@ -248,11 +248,13 @@ def recommender_tuning(
         # Validation scores the ranker only: a reminder model here would be fitted and dropped.
         ranker, _ = ranker_before(config, step + 2, reminders=False)
         window = windows[step + 1]
-        return recall_at_k(window.holdout.relevant, ranked_lists(ranker, window, 10), 10)
+        lists = ranked_lists(window, ranker.score(window.rows), 10)
+        return recall_at_k(window.holdout.relevant, lists, 10)
 
     def holdout_score(config: dict) -> float:
         fitted[repr(config)] = ranker, reminders = ranker_before(config, 1)
-        return recall_at_k(holdout.relevant, ranked_lists(ranker, windows[0], 10), 10)
+        lists = ranked_lists(windows[0], ranker.score(windows[0].rows), 10)
+        return recall_at_k(holdout.relevant, lists, 10)
 
     def register(config: dict, tags: dict[str, str]) -> str:
         ranker, reminders = fitted.get(repr(config)) or ranker_before(config, 1)

@@ -424,14 +424,16 @@ class NewInCategory:
             .reset_index()
         )
         self.affinity_ = affinity[affinity[CATEGORY].isin(fresh[CATEGORY])]
-        self.fresh_ = fresh[[PRODUCT_ID, CATEGORY, "buyers"]]
+        self.fresh_ = fresh[[PRODUCT_ID, CATEGORY, "buyers"]].assign(
+            rank_in_category=fresh.groupby(CATEGORY).cumcount().to_numpy()
+        )
         return self
 
     def candidates(self, customer_ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         customer_ids = np.asarray(customer_ids)
         wanted = self.affinity_[self.affinity_[CUSTOMER_ID].isin(customer_ids)]
         # Within a category the new product more customers already picked up comes first, so
-        # no list needs more than each category's first n (fresh_ is sorted by buyers).
-        scored = wanted.merge(self.fresh_.groupby(CATEGORY).head(n), on=CATEGORY)
+        # no list needs more than each category's first n.
+        scored = wanted.merge(self.fresh_[self.fresh_["rank_in_category"] < n], on=CATEGORY)
         scored["score"] = scored["affinity"] * (1.0 + np.log1p(scored["buyers"]))
         return top_n(scored, "score", customer_ids, n)

@@ -319,10 +319,9 @@ class DemandForecaster:
         # Served forecasts start where the last period of the training data ends.
         self.next_origin_ = last_period + pd.Timedelta(days=PERIOD_DAYS[self.freq])
         series = at_origin[[STORE_ID, PRODUCT_ID]].drop_duplicates()
-        needed = self._breadth_range(at_origin, panel)
         if breadth is None:
-            breadth = PromotionBreadth(promotions, products, self.freq, series, *needed)
-        elif not breadth.covers(self.freq, series, *needed):
+            breadth = self.promotion_breadth(at_origin, panel, promotions, products)
+        elif not breadth.covers(self.freq, series, *self._breadth_range(at_origin, panel)):
             raise ValueError(
                 "the promotion counts passed to fit do not cover its series and periods: "
                 "build them with `promotion_breadth` on the widest data the fits read"

@@ -48,7 +48,7 @@ SERVING_RULES = {
 # What a fitted NextBestProduct carries; raise it when that changes, so that
 # `tracking.load_champion` refuses a model an older omnishelf pickled instead of letting every
 # request fail on an attribute it lacks.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # Earlier holdouts the ranker learns from, per protocol: next-basket holdouts are small (one
 # basket per customer) and gained from more in exploratory runs; the time split's 28-day
 # windows did not.
@@ -187,9 +187,10 @@ def train_ranker(
     return fit_ranker(windows)
 
 
-def ranked_lists(ranker: Ranker, window: WindowRows, depth: int) -> np.ndarray:
-    """The ranker's top-`depth` products of each of the window's customers, (customers, depth)."""
-    scored = window.rows[[CUSTOMER_ID, PRODUCT_ID]].assign(score=ranker.score(window.rows))
+def ranked_lists(window: WindowRows, scores: np.ndarray, depth: int) -> np.ndarray:
+    """The top-`depth` products of each of the window's customers by `scores`, one per row
+    (a ranker's), as (customers, depth) ids."""
+    scored = window.rows[[CUSTOMER_ID, PRODUCT_ID]].assign(score=scores)
     return top_n(scored, "score", window.holdout.customers, depth)[0]
 
 
@@ -472,7 +473,7 @@ def evaluate_protocol(
     history = build_history(holdout.history, holdout.as_of, products)
     pool = CandidatePool().fit(history)
     window = labelled(holdout, candidate_rows(history, pool, holdout.customers, lookup))
-    lists = {FINAL: ranked_lists(ranker, window, DEPTH)}
+    lists = {FINAL: ranked_lists(window, ranker.score(window.rows), DEPTH)}
     for name in tqdm(baselines, desc=f"{protocol}: baselines", disable=not progress):
         lists[name] = baseline_lists(name, pool, history, holdout.customers)
     table = pd.DataFrame({name: score_table_row(holdout, ids) for name, ids in lists.items()}).T
