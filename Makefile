@@ -9,7 +9,7 @@ SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 # Taken when make starts, so the demo's wall time includes the install.
 STARTED := $(shell date +%s.%N)
 
-.PHONY: demo test lint lock clean
+.PHONY: demo test lint docs lock clean
 
 # The venv is rebuilt only when the pins change, so a second run starts at once.
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -22,7 +22,8 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 demo: $(VENV)/.installed
 	$(BIN)/omnishelf demo --started-at $(STARTED) $(ARGS)
 
-test: $(VENV)/.installed $(CHROMEDRIVER)
+# Lint, format, the docs site (a broken link or anchor fails it), then the tests.
+test: lint docs $(CHROMEDRIVER)
 	$(BIN)/python -m pytest $(ARGS)
 
 # The report page's browser test drives Debian's Chromium through its ChromeDriver; Debian's
@@ -32,7 +33,12 @@ $(CHROMEDRIVER):
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# The docs site, into site/ (git-ignored); --strict turns every warning into a failure.
+docs: $(VENV)/.installed
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
 
 # Re-resolve the pins of pyproject.toml into the lock file.
 lock: $(VENV)/.installed
