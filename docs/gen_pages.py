@@ -18,9 +18,11 @@ from pathlib import Path
 import mkdocs_gen_files
 from openapidocs.mk.v3 import OpenAPIV3DocumentationHandler
 
-from features.contract import SALES, TABLES, Table
+from features.contract import SALES, TABLES, Column, Table
 
 ROOT = Path(__file__).parent.parent
+# Tables `features.dataset.complete_tables` derives from the transactions when not imported.
+DERIVED = ("products", "stores", "customers", "calendar", "identities")
 KINDS = {"id": "integer id", "timestamp": "timestamp", "date": "date"}
 
 
@@ -71,34 +73,42 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|")
 
 
+def _default(column: Column) -> str:
+    """How the default of an optional column reads in the table."""
+    if column.required:
+        return ""
+    if column.default is None or column.default != column.default:  # None or NaN
+        return "empty"
+    if isinstance(column.default, bool):
+        return f"`{str(column.default).lower()}`"
+    return f"`{column.default}`" if column.default != "" else '`""` (empty text)'
+
+
 def contract_table(tables: list[Table]) -> str:
     rows = [
-        "| table | column | type | required | default when absent | meaning |",
+        "| table | column | type | required | when absent | meaning |",
         "|---|---|---|---|---|---|",
     ]
     for table in tables:
         for column in table.columns:
-            default = "" if column.required else _cell(column.default)
-            if default == "":
-                default = '`""`' if column.kind == "str" and not column.required else ""
-            elif default == "nan":
-                default = "empty"
-            else:
-                default = f"`{default}`"
             rows.append(
                 f"| `{table.name}` | `{column.name}` | {KINDS.get(column.kind, column.kind)} | "
-                f"{'yes' if column.required else 'no'} | {default} | "
+                f"{'yes' if column.required else 'no'} | {_default(column)} | "
                 f"{_cell(column.description)} |"
             )
     return "\n".join(rows)
 
 
 def tables_summary() -> str:
-    rows = ["| table | holds | required |", "|---|---|---|"]
+    rows = ["| table | holds | you map it |", "|---|---|---|"]
     for table in TABLES.values():
-        rows.append(
-            f"| `{table.name}` | {_cell(table.description)} | {'yes' if table.required else 'no'} |"
-        )
+        if table.name == "transactions":
+            mapped = "yes (or `[sales]`)"
+        elif table.name in DERIVED:
+            mapped = "optional: derived from the transactions when absent"
+        else:
+            mapped = "optional"
+        rows.append(f"| `{table.name}` | {_cell(table.description)} | {mapped} |")
     return "\n".join(rows)
 
 
