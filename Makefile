@@ -36,10 +36,11 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The docs site, into site/ (git-ignored); --strict turns every warning into a failure. The two
-# variables silence banners about MkDocs' future that the theme and a dependency print.
+# The docs site, into site/ (git-ignored); --strict turns every warning (a broken link or anchor)
+# into a failure. Not --quiet: it hides the warnings from --strict too, and the build passes. The
+# two variables silence banners about MkDocs' future that the theme and a dependency print.
 docs: $(VENV)/.installed
-	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict --site-dir site
 
 # Re-resolve the pins of pyproject.toml into the lock file.
 lock: $(VENV)/.installed
