@@ -47,4 +47,4 @@ lock: $(VENV)/.installed
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 clean:
-	rm -rf data mlruns/* .bentoml
+	rm -rf data mlruns/* .bentoml site
