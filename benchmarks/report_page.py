@@ -1,4 +1,4 @@
-"""The KPI report on Complete Journey: its figures, its wall time and a screenshot for the README.
+"""The KPI report on Complete Journey: its figures, its wall time and a screenshot for the docs (docs/report.md).
 
     .venv/bin/python benchmarks/report_page.py   # -> results/report.json and results/report.png
 
