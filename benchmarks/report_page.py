@@ -1,4 +1,4 @@
-"""The KPI report on Complete Journey: its figures, its wall time and a screenshot for the docs (docs/report.md).
+"""The KPI report on Complete Journey: its figures, its wall time and the docs' screenshot.
 
     .venv/bin/python benchmarks/report_page.py   # -> results/report.json and results/report.png
 
