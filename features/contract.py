@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from features.validation import DataContractError
+
 CUSTOMER_ID = "customer_id"
 ORDER_ID = "order_id"
 PRODUCT_ID = "product_id"
@@ -196,18 +198,6 @@ TABLES: dict[str, Table] = {
         ),
     )
 }
-
-
-class DataContractError(ValueError):
-    """A source breaks the contract; the message names the source, the column and the rows."""
-
-    def __init__(
-        self, source: str, message: str, column: str | None = None, rows: int | None = None
-    ):
-        self.source, self.column, self.rows = source, column, rows
-        where = f"{source}" + (f", column '{column}'" if column else "")
-        count = f" ({rows:,} rows)" if rows is not None else ""
-        super().__init__(f"{where}: {message}{count}")
 
 
 # Sales already summed per store x product x day or week: an import input that becomes one

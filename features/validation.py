@@ -1,0 +1,275 @@
+"""A source checked against the data contract by pandera, and the error its user reads.
+
+The pandera schema of a table is built from the contract's `Column` declarations, so the contract is
+declared once: a column's kind becomes a pandera dtype that parses the source's spellings (ids,
+mixed timestamp formats, "yes"/"no") and reports the values it cannot read; `required` becomes
+a required, non-nullable column; `non_negative` a `ge(0)` check; the table's key a uniqueness
+check. A new kind (string ids, say) is one more entry in `KIND_DTYPES` and `_parse`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.engines import pandas_engine
+from pandera.errors import ParserError, SchemaErrors
+
+if TYPE_CHECKING:
+    from features.contract import Column, Table
+
+EXAMPLES = 3  # rows quoted in an error message, per problem
+FIRST_DATA_ROW = 2  # rows are numbered as in a spreadsheet or a CSV's lines: the header is row 1
+
+# The dtypes a kind may have once parsed; an optional id with gaps is a nullable Int64.
+KIND_DTYPES = {
+    "id": pd.api.types.is_integer_dtype,
+    "int": pd.api.types.is_integer_dtype,
+    "float": pd.api.types.is_float_dtype,
+    "bool": pd.api.types.is_bool_dtype,
+    "timestamp": lambda dtype: dtype == np.dtype("datetime64[ns]"),
+    "date": lambda dtype: dtype == np.dtype("datetime64[ns]"),
+    "str": lambda dtype: dtype == np.dtype(object) or isinstance(dtype, pd.CategoricalDtype),
+}
+
+
+class DataContractError(ValueError):
+    """A source breaks the contract; the message names the source, the column and the rows.
+
+    Args:
+        also: further problems of the same source, appended to the message.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        message: str,
+        column: str | None = None,
+        rows: int | None = None,
+        also: str = "",
+    ):
+        self.source, self.column, self.rows = source, column, rows
+        where = f"{source}" + (f", column '{column}'" if column else "")
+        count = f" ({rows:,} rows)" if rows is not None else ""
+        super().__init__(f"{where}: {message}{count}{also}")
+
+
+def _parse(values: pd.Series, kind: str) -> pd.Series:
+    """Cast to the canonical dtype; unparsable values become NaN/NaT (the caller counts them)."""
+    if kind in ("id", "int") and pd.api.types.is_integer_dtype(values):
+        return values
+    if kind == "float" and pd.api.types.is_float_dtype(values):
+        return values.astype("float64")
+    if kind == "timestamp" and values.dtype == "datetime64[ns]":
+        return values
+    if kind in ("id", "int"):
+        numbers = pd.to_numeric(values, errors="coerce")
+        fractional = numbers.notna() & (numbers != np.floor(numbers))
+        return numbers.mask(fractional)
+    if kind == "float":
+        return pd.to_numeric(values, errors="coerce").astype("float64")
+    if kind in ("timestamp", "date"):
+        stamps = pd.to_datetime(values, errors="coerce")
+        if getattr(stamps.dt, "tz", None) is not None:
+            stamps = stamps.dt.tz_localize(None)
+        stamps = stamps.astype("datetime64[ns]")
+        retry = stamps.isna() & values.notna()
+        if retry.any():  # rows in another format than the first, e.g. a date without its time
+            again = pd.to_datetime(values[retry], errors="coerce", format="mixed")
+            if again.dtype == "datetime64[ns]":
+                stamps[retry] = again
+        if kind == "date" and not (stamps.dt.floor("D") == stamps).all():
+            stamps = stamps.dt.normalize()
+        return stamps
+    if kind == "bool":
+        if pd.api.types.is_bool_dtype(values):
+            return values
+        text = values.astype("string").str.strip().str.lower()
+        mapped = text.map(
+            {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        )
+        return mapped
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values  # large low-cardinality columns (promotion types) stay compact
+    return values.astype("string").fillna("").astype(object)
+
+
+@dataclasses.dataclass(frozen=True)
+class ContractDtype(pandas_engine.DataType):
+    """A contract kind as a pandera dtype: coercion parses, fills the declared default into empty
+    cells and fails, with the unreadable values as failure cases, where parsing found none."""
+
+    kind: str = "str"
+    default: object = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "type", np.dtype(object))  # pandera reads it; `check` decides
+
+    def _parse_filled(self, raw: pd.Series) -> tuple[pd.Series, pd.Series]:
+        values = _parse(raw, self.kind)
+        if self.kind == "str":
+            return values, pd.Series(False, index=raw.index)
+        unreadable = values.isna() & raw.notna()
+        if self.default is not None:
+            values = values.fillna(self.default)
+        if self.kind in ("id", "int"):
+            values = values.astype("Int64" if values.isna().any() else "int64")
+        elif self.kind == "bool" and not values.isna().any():
+            values = values.astype(bool)
+        return values, unreadable
+
+    def coerce(self, data_container: pd.Series) -> pd.Series:
+        return self._parse_filled(data_container)[0]
+
+    def try_coerce(self, data_container: pd.Series) -> pd.Series:
+        values, unreadable = self._parse_filled(data_container)
+        if unreadable.any():
+            failures = data_container[unreadable]
+            raise ParserError(
+                f"expected {self.kind} values",
+                failure_cases=pd.DataFrame({"index": failures.index, "failure_case": failures}),
+            )
+        return values
+
+    def check(self, pandera_dtype, data_container=None) -> bool:
+        return bool(KIND_DTYPES[self.kind](getattr(pandera_dtype, "type", None)))
+
+    def __str__(self) -> str:
+        return self.kind
+
+
+NOT_EMPTY = "not_empty"
+
+
+def _column_schema(column: Column) -> pa.Column:
+    return pa.Column(
+        ContractDtype(column.kind, column.default),
+        checks=[pa.Check.ge(0)] if column.non_negative else [],
+        # Text parses empty cells to "", so only a required non-text column can hold gaps.
+        nullable=not column.required or column.kind == "str",
+        required=column.required,
+        coerce=True,
+        name=column.name,
+    )
+
+
+def table_schema(spec: Table) -> pa.DataFrameSchema:
+    """The pandera schema of a table, from its contract declarations."""
+    return pa.DataFrameSchema(
+        {column.name: _column_schema(column) for column in spec.columns},
+        checks=pa.Check(lambda frame: len(frame) > 0, name=NOT_EMPTY),
+        unique=list(spec.key) or None,
+        report_duplicates="exclude_first",
+        name=spec.name,
+    )
+
+
+def validate(frame: pd.DataFrame, spec: Table, source: str) -> pd.DataFrame:
+    """The contract's columns of `frame`, parsed, with defaults for absent optional columns.
+
+    Raises:
+        DataContractError: naming the source, the first column at fault, its problem, the rows
+            and a few examples; the other problems pandera found follow on the same line.
+    """
+    absent = {
+        c.name: np.full(len(frame), c.default)
+        for c in spec.columns
+        if not c.required and c.name not in frame.columns
+    }
+    present = [c.name for c in spec.columns if c.name in frame.columns]
+    # Positions as the index, so failure cases point at rows of the source.
+    candidate = frame[present].set_axis(pd.RangeIndex(len(frame))).assign(**absent)
+    try:
+        checked = table_schema(spec).validate(candidate, lazy=True, inplace=True)
+    except SchemaErrors as errors:
+        raise contract_error(errors.failure_cases, spec, source, list(frame.columns)) from None
+    return checked[spec.column_names]
+
+
+def contract_error(
+    failures: pd.DataFrame, spec: Table, source: str, found: list[str]
+) -> DataContractError:
+    """One error from pandera's failure cases: the first problem in contract order leads (its
+    column and row count are the error's), the others follow on the same line."""
+    (column, message, rows), *others = _problems(failures, spec, found)
+    also = "".join(
+        "; also "
+        + (f"column '{other}': " if other else "")
+        + text
+        + (f" ({count:,} rows)" if count is not None else "")
+        for other, text, count in others
+    )
+    return DataContractError(source, message, column, rows, also)
+
+
+def _problems(
+    failures: pd.DataFrame, spec: Table, found: list[str]
+) -> list[tuple[str | None, str, int | None]]:
+    """(column, what is wrong with examples, rows) in the order a user should fix them."""
+    checks = failures["check"].astype(str)
+    problems = []
+    if (checks == NOT_EMPTY).any():
+        problems.append((None, f"is empty; table '{spec.name}' needs at least one row", None))
+    missing = failures.loc[checks == "column_in_dataframe", "failure_case"].tolist()
+    if missing:
+        problems.append(
+            (
+                missing[0],
+                f"missing required column(s) {missing} of table '{spec.name}'; found {found}; "
+                "map them in the column-mapping file",
+                None,
+            )
+        )
+    explained = (checks == NOT_EMPTY) | (checks == "column_in_dataframe")
+    for column in spec.columns:
+        cases = failures[failures["column"] == column.name]
+        unreadable = cases["check"].astype(str).str.startswith("coerce_dtype")
+        if unreadable.any():  # the column's other checks ran on the raw values: not meaningful
+            problems.append(
+                _problem(column.name, f"expected {column.kind} values, got e.g.", cases[unreadable])
+            )
+            explained |= failures["column"] == column.name
+            continue
+        for check, says in CHECK_MESSAGES.items():
+            mine = cases[cases["check"].astype(str) == check]
+            if len(mine):
+                problems.append(_problem(column.name, says, mine, values=check != "not_nullable"))
+                explained |= (failures["column"] == column.name) & (checks == check)
+    duplicated = failures[checks == "multiple_fields_uniqueness"]
+    if len(duplicated):
+        first = duplicated[duplicated["column"] == spec.key[0]]
+        problems.append(_problem(spec.key[0], f"duplicate keys {list(spec.key)}, e.g.", first))
+        explained |= checks == "multiple_fields_uniqueness"
+    for check, cases in failures[~explained].groupby(checks[~explained], sort=False):
+        problems.append(_problem(cases["column"].iloc[0], f"fails check {check}, e.g.", cases))
+    return problems
+
+
+CHECK_MESSAGES = {
+    "not_nullable": "empty (NaN) values are not allowed, e.g.",
+    "greater_than_or_equal_to(0)": "negative values are not allowed, e.g.",
+}
+
+
+def _problem(
+    column: str | None, says: str, cases: pd.DataFrame, values: bool = True
+) -> tuple[str | None, str, int | None]:
+    located = cases[cases["index"].notna()]
+    if located.empty:  # a check of the whole column, not of rows
+        return column, says.removesuffix(", e.g."), None
+    shown = located.head(EXAMPLES)
+    rows = shown["index"].astype("int64") + FIRST_DATA_ROW
+    if values:
+        quoted = map(_plain, shown["failure_case"])
+        examples = ", ".join(f"{v!r} (row {r})" for v, r in zip(quoted, rows, strict=True))
+    else:
+        examples = ("rows " if len(rows) > 1 else "row ") + ", ".join(map(str, rows))
+    return column, f"{says} {examples}", int(located["index"].nunique())
+
+
+def _plain(value: object) -> object:
+    """numpy scalars as Python values, so the message shows 1.5, not np.float64(1.5)."""
+    return value.item() if hasattr(value, "item") else value
