@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.validation import DataContractError
+from features.validation import DataContractError, validate
 
 CUSTOMER_ID = "customer_id"
 ORDER_ID = "order_id"
@@ -218,46 +218,6 @@ SALES = Table(
 )
 
 
-def _coerce(values: pd.Series, kind: str) -> pd.Series:
-    """Cast to the canonical dtype; unparsable values become NaN/NaT (the caller counts them)."""
-    if kind in ("id", "int") and pd.api.types.is_integer_dtype(values):
-        return values
-    if kind == "float" and pd.api.types.is_float_dtype(values):
-        return values.astype("float64")
-    if kind == "timestamp" and values.dtype == "datetime64[ns]":
-        return values
-    if kind in ("id", "int"):
-        numbers = pd.to_numeric(values, errors="coerce")
-        fractional = numbers.notna() & (numbers != np.floor(numbers))
-        return numbers.mask(fractional)
-    if kind == "float":
-        return pd.to_numeric(values, errors="coerce").astype("float64")
-    if kind in ("timestamp", "date"):
-        stamps = pd.to_datetime(values, errors="coerce")
-        if getattr(stamps.dt, "tz", None) is not None:
-            stamps = stamps.dt.tz_localize(None)
-        stamps = stamps.astype("datetime64[ns]")
-        retry = stamps.isna() & values.notna()
-        if retry.any():  # rows in another format than the first, e.g. a date without its time
-            again = pd.to_datetime(values[retry], errors="coerce", format="mixed")
-            if again.dtype == "datetime64[ns]":
-                stamps[retry] = again
-        if kind == "date" and not (stamps.dt.floor("D") == stamps).all():
-            stamps = stamps.dt.normalize()
-        return stamps
-    if kind == "bool":
-        if pd.api.types.is_bool_dtype(values):
-            return values
-        text = values.astype("string").str.strip().str.lower()
-        mapped = text.map(
-            {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-        )
-        return mapped
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        return values  # large low-cardinality columns (promotion types) stay compact
-    return values.astype("string").fillna("").astype(object)
-
-
 def conform(
     frame: pd.DataFrame, table: str, source: str, spec: Table | None = None
 ) -> pd.DataFrame:
@@ -266,66 +226,14 @@ def conform(
 
     Raises:
         DataContractError: empty source, missing required column, values of the wrong type,
-            NaN or negative values where they are not allowed.
+            NaN or negative values where they are not allowed, duplicate keys; the message names
+            the source, the column, the problem and example rows (pandera finds them).
     """
-    spec = spec or TABLES[table]
-    if frame.empty:
-        raise DataContractError(source, f"is empty; table '{table}' needs at least one row")
-    missing = [c.name for c in spec.columns if c.required and c.name not in frame.columns]
-    if missing:
-        raise DataContractError(
-            source,
-            f"missing required column(s) {missing} of table '{table}'; "
-            f"found {list(frame.columns)}; map them in the column-mapping file",
-            column=missing[0],
-        )
-    out = {}
-    for col in spec.columns:
-        present = col.name in frame.columns
-        raw = (
-            frame[col.name]
-            if present
-            else pd.Series(np.full(len(frame), col.default), index=frame.index)
-        )
-        values = _coerce(raw, col.kind)
-        if col.kind != "str":
-            unparsed = values.isna() & raw.notna()
-            if present and unparsed.any():
-                example = raw[unparsed].iloc[0]
-                example = example.item() if hasattr(example, "item") else example
-                raise DataContractError(
-                    source,
-                    f"expected {col.kind} values, got e.g. {example!r}",
-                    col.name,
-                    int(unparsed.sum()),
-                )
-            nulls = values.isna()
-            if col.required and nulls.any():
-                raise DataContractError(
-                    source, "empty (NaN) values are not allowed", col.name, int(nulls.sum())
-                )
-            if nulls.any() and col.default is not None:
-                values = values.fillna(col.default)
-        if col.non_negative and (values < 0).any():
-            raise DataContractError(
-                source, "negative values are not allowed", col.name, int((values < 0).sum())
-            )
-        if col.kind in ("id", "int"):
-            values = values.astype("Int64" if values.isna().any() else "int64")
-        elif col.kind == "bool":
-            values = values.astype(bool)
-        out[col.name] = values
-    result = pd.DataFrame(out, index=frame.index).reset_index(drop=True)
+    result = validate(frame, spec or TABLES[table], source)
     if CHANNEL in result and table in ("transactions", "identities"):
         spelled = pd.unique(result[CHANNEL])  # normalise the few distinct spellings, not every row
         canonical = {v: str(v).strip().lower().replace("-", "_").replace(" ", "_") for v in spelled}
         result[CHANNEL] = result[CHANNEL].map(canonical)
-    if spec.key:
-        duplicated = result.duplicated(list(spec.key))
-        if duplicated.any():
-            raise DataContractError(
-                source, f"duplicate keys {list(spec.key)}", spec.key[0], int(duplicated.sum())
-            )
     return result
 
 

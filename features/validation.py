@@ -10,6 +10,7 @@ check. A new kind (string ids, say) is one more entry in `KIND_DTYPES` and `_par
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -62,7 +63,7 @@ def _parse(values: pd.Series, kind: str) -> pd.Series:
     if kind in ("id", "int") and pd.api.types.is_integer_dtype(values):
         return values
     if kind == "float" and pd.api.types.is_float_dtype(values):
-        return values.astype("float64")
+        return values.astype("float64", copy=False)
     if kind == "timestamp" and values.dtype == "datetime64[ns]":
         return values
     if kind in ("id", "int"):
@@ -108,15 +109,18 @@ class ContractDtype(pandas_engine.DataType):
     def __post_init__(self):
         object.__setattr__(self, "type", np.dtype(object))  # pandera reads it; `check` decides
 
-    def _parse_filled(self, raw: pd.Series) -> tuple[pd.Series, pd.Series]:
+    def _parse_filled(self, raw: pd.Series) -> tuple[pd.Series, pd.Series | None]:
+        """The parsed values and where the raw ones could not be read (None: text reads all)."""
         values = _parse(raw, self.kind)
         if self.kind == "str":
-            return values, pd.Series(False, index=raw.index)
+            return values, None
         unreadable = values.isna() & raw.notna()
+        if self.kind == "bool" and values.dtype == object:
+            values = values.astype("boolean")  # a nullable dtype: filling gaps downcasts nothing
         if self.default is not None:
             values = values.fillna(self.default)
         if self.kind in ("id", "int"):
-            values = values.astype("Int64" if values.isna().any() else "int64")
+            values = values.astype("Int64" if values.isna().any() else "int64", copy=False)
         elif self.kind == "bool" and not values.isna().any():
             values = values.astype(bool)
         return values, unreadable
@@ -126,7 +130,7 @@ class ContractDtype(pandas_engine.DataType):
 
     def try_coerce(self, data_container: pd.Series) -> pd.Series:
         values, unreadable = self._parse_filled(data_container)
-        if unreadable.any():
+        if unreadable is not None and unreadable.any():
             failures = data_container[unreadable]
             raise ParserError(
                 f"expected {self.kind} values",
@@ -179,13 +183,24 @@ def validate(frame: pd.DataFrame, spec: Table, source: str) -> pd.DataFrame:
         for c in spec.columns
         if not c.required and c.name not in frame.columns
     }
-    present = [c.name for c in spec.columns if c.name in frame.columns]
-    # Positions as the index, so failure cases point at rows of the source.
-    candidate = frame[present].set_axis(pd.RangeIndex(len(frame))).assign(**absent)
+    # pandera replaces parsed columns in place, which leaves the caller's frame as it was; a
+    # shallow copy spares copying 1.5M-row columns that need no parsing.
+    candidate = frame.copy(deep=False)
+    candidate.index = pd.RangeIndex(len(frame))  # failure cases then name the source's rows
+    for name, values in absent.items():
+        candidate[name] = values
     try:
-        checked = table_schema(spec).validate(candidate, lazy=True, inplace=True)
+        with warnings.catch_warnings():
+            # pandera gathers failure cases with pd.concat, which warns (FutureWarning) about
+            # all-NA cases such as those of empty cells; the user reads our message instead.
+            warnings.filterwarnings(
+                "ignore", "The behavior of DataFrame concatenation", FutureWarning
+            )
+            checked = table_schema(spec).validate(candidate, lazy=True, inplace=True)
     except SchemaErrors as errors:
         raise contract_error(errors.failure_cases, spec, source, list(frame.columns)) from None
+    if list(checked.columns) == spec.column_names:
+        return checked
     return checked[spec.column_names]
 
 

@@ -175,7 +175,41 @@ def test_nan_in_required_column_is_refused_with_count(column):
 def test_negative_quantity_is_refused_with_count():
     error = _error(_sales(quantity=[-1, 2, -3]))
     assert (error.source, error.column, error.rows) == (SOURCE, "quantity", 2)
-    assert str(error) == (f"{SOURCE}, column 'quantity': negative values are not allowed (2 rows)")
+    assert str(error) == (
+        f"{SOURCE}, column 'quantity': negative values are not allowed, "
+        "e.g. -1.0 (row 2), -3.0 (row 4) (2 rows)"
+    )
+
+
+def test_every_problem_is_reported_on_one_line_the_first_in_contract_order_leading():
+    frame = _sales(ts=["yesterday", "2024-03-01", None], quantity=[-1, 2, -3], net_sales=[1, 2, -4])
+    error = _error(frame.drop(columns=["order_id"]))
+    assert (error.column, error.rows) == ("order_id", None)
+    message = str(error)
+    assert "\n" not in message
+    assert message.startswith(f"{SOURCE}, column 'order_id': missing required column(s)")
+    assert (
+        "; also column 'ts': expected timestamp values, got e.g. 'yesterday' (row 2) (1 rows)"
+        in message
+    )
+    negative = "negative values are not allowed, e.g."
+    assert f"; also column 'quantity': {negative} -1.0 (row 2)" in message
+    assert f"; also column 'net_sales': {negative} -4.0 (row 4)" in message
+
+
+def test_examples_are_the_first_three_rows_of_many():
+    frame = pd.concat([_sales()] * 4, ignore_index=True)
+    frame.loc[[1, 3, 5, 7, 9], "customer_id"] = None
+    error = _error(frame)
+    assert (error.column, error.rows) == ("customer_id", 5)
+    assert str(error).endswith("empty (NaN) values are not allowed, e.g. rows 3, 5, 7 (5 rows)")
+
+
+def test_conform_leaves_the_callers_frame_as_it_was():
+    frame = _sales(channel=["Web", "store", "web"])
+    before = frame.copy()
+    conform(frame, "transactions", SOURCE)
+    pd.testing.assert_frame_equal(frame, before)
 
 
 def test_negative_optional_column_is_refused_too():
