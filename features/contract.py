@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.validation import DataContractError, validate
+# Callers catch the contract's error from here, where it always was.
+from features.validation import DataContractError as DataContractError
+from features.validation import validate, validate_references, validate_unique
 
 CUSTOMER_ID = "customer_id"
 ORDER_ID = "order_id"
@@ -243,19 +245,13 @@ def check_references(
     """Every id a table mentions must exist in the table that owns it."""
     sources = sources or {}
     for name, frame in tables.items():
-        for column, owner in TABLES[name].references.items():
-            if owner not in tables:
-                continue
-            known = tables[owner][TABLES[owner].key[0]]
-            unknown = ~frame[column].isin(known)
-            if unknown.any():
-                examples = frame.loc[unknown, column].drop_duplicates().head(3).tolist()
-                raise DataContractError(
-                    sources.get(name, name),
-                    f"unknown ids not in {owner} (e.g. {examples})",
-                    column,
-                    int(unknown.sum()),
-                )
+        owners = {
+            column: (owner, tables[owner][TABLES[owner].key[0]])
+            for column, owner in TABLES[name].references.items()
+            if owner in tables
+        }
+        if owners:
+            validate_references(frame, owners, sources.get(name, name))
 
 
 def identity_key(channel: pd.Series, channel_customer_id: pd.Series) -> pd.Series:
@@ -264,12 +260,4 @@ def identity_key(channel: pd.Series, channel_customer_id: pd.Series) -> pd.Serie
 
 def check_identities(identities: pd.DataFrame, source: str) -> None:
     """Identity keys must be unique: one row per channel identity."""
-    keys = identity_key(identities[CHANNEL], identities["channel_customer_id"])
-    repeated = keys[keys.duplicated()]
-    if len(repeated):
-        raise DataContractError(
-            source,
-            f"channel identities repeat, e.g. {repeated.iloc[0]}",
-            "channel_customer_id",
-            len(repeated),
-        )
+    validate_unique(identities, [CHANNEL, "channel_customer_id"], source, "channel identities")

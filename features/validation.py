@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -190,13 +191,7 @@ def validate(frame: pd.DataFrame, spec: Table, source: str) -> pd.DataFrame:
     for name, values in absent.items():
         candidate[name] = values
     try:
-        with warnings.catch_warnings():
-            # pandera gathers failure cases with pd.concat, which warns (FutureWarning) about
-            # all-NA cases such as those of empty cells; the user reads our message instead.
-            warnings.filterwarnings(
-                "ignore", "The behavior of DataFrame concatenation", FutureWarning
-            )
-            checked = table_schema(spec).validate(candidate, lazy=True, inplace=True)
+        checked = _validate_quietly(table_schema(spec), candidate)
     except SchemaErrors as errors:
         raise contract_error(errors.failure_cases, spec, source, list(frame.columns)) from None
     if list(checked.columns) == spec.column_names:
@@ -288,3 +283,74 @@ def _problem(
 def _plain(value: object) -> object:
     """numpy scalars as Python values, so the message shows 1.5, not np.float64(1.5)."""
     return value.item() if hasattr(value, "item") else value
+
+
+def validate_references(
+    frame: pd.DataFrame, owners: dict[str, tuple[str, pd.Series]], source: str
+) -> None:
+    """Every id in `frame`'s reference columns is a key of the table that owns it.
+
+    Args:
+        owners: reference column -> (owner table, the owner's keys).
+
+    Raises:
+        DataContractError: naming the first column with unknown ids, a few of them and how many
+            rows hold one; the other columns at fault follow.
+    """
+    schema = pa.DataFrameSchema(
+        {
+            column: pa.Column(
+                # A gap is no known id either (ignore_na=False).
+                checks=pa.Check(partial(_known, keys=keys), name=owner, ignore_na=False),
+                nullable=True,
+            )
+            for column, (owner, keys) in owners.items()
+        }
+    )
+    try:
+        _validate_quietly(schema, frame)
+    except SchemaErrors as errors:
+        cases = errors.failure_cases
+        (column, message, rows), *others = [
+            (column, f"unknown ids not in {owner} (e.g. {_distinct(unknown)})", len(unknown))
+            for (column, owner), unknown in cases.groupby(["column", "check"], sort=False)
+        ]
+        also = "".join(
+            f"; also column '{other}': {text} ({count:,} rows)" for other, text, count in others
+        )
+        raise DataContractError(source, message, column, rows, also) from None
+
+
+def validate_unique(frame: pd.DataFrame, columns: list[str], source: str, what: str) -> None:
+    """One row per value of `columns`; a repeat is shown as its values joined by ':'.
+
+    Raises:
+        DataContractError: "`what` repeat", with the first repeated key and the repeats' count,
+            against the last of `columns`.
+    """
+    schema = pa.DataFrameSchema(unique=columns, report_duplicates="exclude_first")
+    try:
+        _validate_quietly(schema, frame)
+    except SchemaErrors as errors:
+        rows = errors.failure_cases["index"].drop_duplicates()
+        key = ":".join(str(frame.at[rows.iloc[0], column]) for column in columns)
+        raise DataContractError(
+            source, f"{what} repeat, e.g. {key}", columns[-1], len(rows)
+        ) from None
+
+
+def _known(ids: pd.Series, keys: pd.Series) -> pd.Series:
+    return ids.isin(keys)
+
+
+def _distinct(cases: pd.DataFrame) -> list:
+    return [_plain(v) for v in cases["failure_case"].drop_duplicates().head(EXAMPLES)]
+
+
+def _validate_quietly(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
+    """Lazy validation in place: parsed columns replace the frame's, the rest is left as it is."""
+    with warnings.catch_warnings():
+        # pandera gathers failure cases with pd.concat, which warns (FutureWarning) about
+        # all-NA cases such as those of empty cells; the user reads our message instead.
+        warnings.filterwarnings("ignore", "The behavior of DataFrame concatenation", FutureWarning)
+        return schema.validate(frame, lazy=True, inplace=True)

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.contract import TABLES, DataContractError, check_references, conform
+from features.contract import (
+    TABLES,
+    DataContractError,
+    check_identities,
+    check_references,
+    conform,
+)
 
 SOURCE = "shop/sales.csv"
 
@@ -285,3 +291,38 @@ def test_check_references_skips_owner_tables_that_are_absent():
     del tables["stores"]
     tables["transactions"] = tables["transactions"].assign(store_id=99)
     check_references(tables)
+
+
+def test_check_references_reports_every_column_with_unknown_ids_on_one_line():
+    tables = _dimension_tables()
+    tables["transactions"] = tables["transactions"].assign(
+        store_id=[1, 7, 7], customer_id=[1, 9, 8]
+    )
+    with pytest.raises(DataContractError) as caught:
+        check_references(tables, {"transactions": "sales.csv"})
+    error = caught.value
+    assert (error.source, error.column, error.rows) == ("sales.csv", "customer_id", 2)
+    assert str(error) == (
+        "sales.csv, column 'customer_id': unknown ids not in customers (e.g. [9, 8]) (2 rows); "
+        "also column 'store_id': unknown ids not in stores (e.g. [7]) (2 rows)"
+    )
+
+
+def test_channel_identities_repeated_once_spellings_are_normalised_are_refused():
+    identities = conform(
+        pd.DataFrame(
+            {
+                "channel": ["Web", "web", "app", "web"],
+                "channel_customer_id": ["w1", "w1", "a1", "w1"],
+                "customer_id": [1, 1, 2, 1],
+            }
+        ),
+        "identities",
+        SOURCE,
+    )
+    with pytest.raises(DataContractError) as caught:
+        check_identities(identities, SOURCE)
+    error = caught.value
+    assert (error.source, error.column, error.rows) == (SOURCE, "channel_customer_id", 2)
+    assert "channel identities repeat, e.g. web:w1" in str(error)
+    check_identities(identities.drop_duplicates(["channel", "channel_customer_id"]), SOURCE)
