@@ -3,8 +3,9 @@
 The pandera schema of a table is built from the contract's `Column` declarations, so the contract is
 declared once: a column's kind becomes a pandera dtype that parses the source's spellings (ids,
 mixed timestamp formats, "yes"/"no") and reports the values it cannot read; `required` becomes
-a required, non-nullable column; `non_negative` a `ge(0)` check; the table's key a uniqueness
-check. A new kind (string ids, say) is one more entry in `KIND_DTYPES` and `_parse`.
+a required column with a not-null check; `non_negative` a `ge(0)` check; the table's key a
+uniqueness check. A new kind (string ids, say) is one more entry in `KIND_DTYPES` and `_parse`;
+an optional column is `required=False` with its `default`.
 """
 
 from __future__ import annotations
