@@ -242,7 +242,7 @@ def _problems(errors: list[SchemaError], spec: Table, raw: pd.DataFrame) -> list
     """The problems in the order a user should fix them: an empty source, missing columns, then
     column by column in contract order, then duplicate keys."""
     position = {column.name: i for i, column in enumerate(spec.columns)}
-    kinds = {column.name: column for column in spec.columns}
+    kinds = {column.name: column.kind for column in spec.columns}
     unreadable = {
         e.schema.name for e in errors if e.reason_code == SchemaErrorReason.DATATYPE_COERCION
     }
@@ -272,11 +272,11 @@ def _problems(errors: list[SchemaError], spec: Table, raw: pd.DataFrame) -> list
             continue
         if check == NOT_EMPTY:
             ranked.append(
-                ((0, 0), (None, f"is empty; table '{spec.name}' needs at least one row", None))
+                ((0, 0, 0), (None, f"is empty; table '{spec.name}' needs at least one row", None))
             )
         elif error.reason_code == SchemaErrorReason.DATATYPE_COERCION:
-            rows = cases.attrs[UNREADABLE_ROWS]
-            says = f"expected {kinds[column].kind} values, got e.g."
+            rows = cases.attrs.get(UNREADABLE_ROWS)  # set by ContractDtype.try_coerce
+            says = f"expected {kinds[column]} values, got e.g."
             ranked.append(((2, position[column], 0), _problem(column, says, cases, rows)))
         elif column in unreadable:
             continue  # the column's other checks ran on its raw values: not meaningful
