@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+# Callers catch the contract's error from here, where it always was.
+from features.validation import DataContractError as DataContractError
+from features.validation import validate, validate_references, validate_unique
+
 CUSTOMER_ID = "customer_id"
 ORDER_ID = "order_id"
 PRODUCT_ID = "product_id"
@@ -198,18 +202,6 @@ TABLES: dict[str, Table] = {
 }
 
 
-class DataContractError(ValueError):
-    """A source breaks the contract; the message names the source, the column and the rows."""
-
-    def __init__(
-        self, source: str, message: str, column: str | None = None, rows: int | None = None
-    ):
-        self.source, self.column, self.rows = source, column, rows
-        where = f"{source}" + (f", column '{column}'" if column else "")
-        count = f" ({rows:,} rows)" if rows is not None else ""
-        super().__init__(f"{where}: {message}{count}")
-
-
 # Sales already summed per store x product x day or week: an import input that becomes one
 # transaction line per row (no customers or baskets known), for forecasting and restock only.
 SALES = Table(
@@ -228,46 +220,6 @@ SALES = Table(
 )
 
 
-def _coerce(values: pd.Series, kind: str) -> pd.Series:
-    """Cast to the canonical dtype; unparsable values become NaN/NaT (the caller counts them)."""
-    if kind in ("id", "int") and pd.api.types.is_integer_dtype(values):
-        return values
-    if kind == "float" and pd.api.types.is_float_dtype(values):
-        return values.astype("float64")
-    if kind == "timestamp" and values.dtype == "datetime64[ns]":
-        return values
-    if kind in ("id", "int"):
-        numbers = pd.to_numeric(values, errors="coerce")
-        fractional = numbers.notna() & (numbers != np.floor(numbers))
-        return numbers.mask(fractional)
-    if kind == "float":
-        return pd.to_numeric(values, errors="coerce").astype("float64")
-    if kind in ("timestamp", "date"):
-        stamps = pd.to_datetime(values, errors="coerce")
-        if getattr(stamps.dt, "tz", None) is not None:
-            stamps = stamps.dt.tz_localize(None)
-        stamps = stamps.astype("datetime64[ns]")
-        retry = stamps.isna() & values.notna()
-        if retry.any():  # rows in another format than the first, e.g. a date without its time
-            again = pd.to_datetime(values[retry], errors="coerce", format="mixed")
-            if again.dtype == "datetime64[ns]":
-                stamps[retry] = again
-        if kind == "date" and not (stamps.dt.floor("D") == stamps).all():
-            stamps = stamps.dt.normalize()
-        return stamps
-    if kind == "bool":
-        if pd.api.types.is_bool_dtype(values):
-            return values
-        text = values.astype("string").str.strip().str.lower()
-        mapped = text.map(
-            {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-        )
-        return mapped
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        return values  # large low-cardinality columns (promotion types) stay compact
-    return values.astype("string").fillna("").astype(object)
-
-
 def conform(
     frame: pd.DataFrame, table: str, source: str, spec: Table | None = None
 ) -> pd.DataFrame:
@@ -276,66 +228,14 @@ def conform(
 
     Raises:
         DataContractError: empty source, missing required column, values of the wrong type,
-            NaN or negative values where they are not allowed.
+            NaN or negative values where they are not allowed, duplicate keys; the message names
+            the source, the column, the problem and example rows (pandera finds them).
     """
-    spec = spec or TABLES[table]
-    if frame.empty:
-        raise DataContractError(source, f"is empty; table '{table}' needs at least one row")
-    missing = [c.name for c in spec.columns if c.required and c.name not in frame.columns]
-    if missing:
-        raise DataContractError(
-            source,
-            f"missing required column(s) {missing} of table '{table}'; "
-            f"found {list(frame.columns)}; map them in the column-mapping file",
-            column=missing[0],
-        )
-    out = {}
-    for col in spec.columns:
-        present = col.name in frame.columns
-        raw = (
-            frame[col.name]
-            if present
-            else pd.Series(np.full(len(frame), col.default), index=frame.index)
-        )
-        values = _coerce(raw, col.kind)
-        if col.kind != "str":
-            unparsed = values.isna() & raw.notna()
-            if present and unparsed.any():
-                example = raw[unparsed].iloc[0]
-                example = example.item() if hasattr(example, "item") else example
-                raise DataContractError(
-                    source,
-                    f"expected {col.kind} values, got e.g. {example!r}",
-                    col.name,
-                    int(unparsed.sum()),
-                )
-            nulls = values.isna()
-            if col.required and nulls.any():
-                raise DataContractError(
-                    source, "empty (NaN) values are not allowed", col.name, int(nulls.sum())
-                )
-            if nulls.any() and col.default is not None:
-                values = values.fillna(col.default)
-        if col.non_negative and (values < 0).any():
-            raise DataContractError(
-                source, "negative values are not allowed", col.name, int((values < 0).sum())
-            )
-        if col.kind in ("id", "int"):
-            values = values.astype("Int64" if values.isna().any() else "int64")
-        elif col.kind == "bool":
-            values = values.astype(bool)
-        out[col.name] = values
-    result = pd.DataFrame(out, index=frame.index).reset_index(drop=True)
+    result = validate(frame, spec or TABLES[table], source)
     if CHANNEL in result and table in ("transactions", "identities"):
         spelled = pd.unique(result[CHANNEL])  # normalise the few distinct spellings, not every row
         canonical = {v: str(v).strip().lower().replace("-", "_").replace(" ", "_") for v in spelled}
         result[CHANNEL] = result[CHANNEL].map(canonical)
-    if spec.key:
-        duplicated = result.duplicated(list(spec.key))
-        if duplicated.any():
-            raise DataContractError(
-                source, f"duplicate keys {list(spec.key)}", spec.key[0], int(duplicated.sum())
-            )
     return result
 
 
@@ -345,19 +245,13 @@ def check_references(
     """Every id a table mentions must exist in the table that owns it."""
     sources = sources or {}
     for name, frame in tables.items():
-        for column, owner in TABLES[name].references.items():
-            if owner not in tables:
-                continue
-            known = tables[owner][TABLES[owner].key[0]]
-            unknown = ~frame[column].isin(known)
-            if unknown.any():
-                examples = frame.loc[unknown, column].drop_duplicates().head(3).tolist()
-                raise DataContractError(
-                    sources.get(name, name),
-                    f"unknown ids not in {owner} (e.g. {examples})",
-                    column,
-                    int(unknown.sum()),
-                )
+        owners = {
+            column: (owner, tables[owner][TABLES[owner].key[0]])
+            for column, owner in TABLES[name].references.items()
+            if owner in tables
+        }
+        if owners:
+            validate_references(frame, owners, sources.get(name, name))
 
 
 def identity_key(channel: pd.Series, channel_customer_id: pd.Series) -> pd.Series:
@@ -366,12 +260,4 @@ def identity_key(channel: pd.Series, channel_customer_id: pd.Series) -> pd.Serie
 
 def check_identities(identities: pd.DataFrame, source: str) -> None:
     """Identity keys must be unique: one row per channel identity."""
-    keys = identity_key(identities[CHANNEL], identities["channel_customer_id"])
-    repeated = keys[keys.duplicated()]
-    if len(repeated):
-        raise DataContractError(
-            source,
-            f"channel identities repeat, e.g. {repeated.iloc[0]}",
-            "channel_customer_id",
-            len(repeated),
-        )
+    validate_unique(identities, [CHANNEL, "channel_customer_id"], source, "channel identities")

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.contract import TABLES, DataContractError, check_references, conform
+from features.contract import (
+    TABLES,
+    DataContractError,
+    check_identities,
+    check_references,
+    conform,
+)
 
 SOURCE = "shop/sales.csv"
 
@@ -175,7 +181,41 @@ def test_nan_in_required_column_is_refused_with_count(column):
 def test_negative_quantity_is_refused_with_count():
     error = _error(_sales(quantity=[-1, 2, -3]))
     assert (error.source, error.column, error.rows) == (SOURCE, "quantity", 2)
-    assert str(error) == (f"{SOURCE}, column 'quantity': negative values are not allowed (2 rows)")
+    assert str(error) == (
+        f"{SOURCE}, column 'quantity': negative values are not allowed, "
+        "e.g. -1.0 (row 2), -3.0 (row 4) (2 rows)"
+    )
+
+
+def test_every_problem_is_reported_on_one_line_the_first_in_contract_order_leading():
+    frame = _sales(ts=["yesterday", "2024-03-01", None], quantity=[-1, 2, -3], net_sales=[1, 2, -4])
+    error = _error(frame.drop(columns=["order_id"]))
+    assert (error.column, error.rows) == ("order_id", None)
+    message = str(error)
+    assert "\n" not in message
+    assert message.startswith(f"{SOURCE}, column 'order_id': missing required column(s)")
+    assert (
+        "; also column 'ts': expected timestamp values, got e.g. 'yesterday' (row 2) (1 rows)"
+        in message
+    )
+    negative = "negative values are not allowed, e.g."
+    assert f"; also column 'quantity': {negative} -1.0 (row 2)" in message
+    assert f"; also column 'net_sales': {negative} -4.0 (row 4)" in message
+
+
+def test_examples_are_the_first_three_rows_of_many():
+    frame = pd.concat([_sales()] * 4, ignore_index=True)
+    frame.loc[[1, 3, 5, 7, 9], "customer_id"] = None
+    error = _error(frame)
+    assert (error.column, error.rows) == ("customer_id", 5)
+    assert str(error).endswith("empty (NaN) values are not allowed, e.g. rows 3, 5, 7 (5 rows)")
+
+
+def test_conform_leaves_the_callers_frame_as_it_was():
+    frame = _sales(channel=["Web", "store", "web"])
+    before = frame.copy()
+    conform(frame, "transactions", SOURCE)
+    pd.testing.assert_frame_equal(frame, before)
 
 
 def test_negative_optional_column_is_refused_too():
@@ -251,3 +291,38 @@ def test_check_references_skips_owner_tables_that_are_absent():
     del tables["stores"]
     tables["transactions"] = tables["transactions"].assign(store_id=99)
     check_references(tables)
+
+
+def test_check_references_reports_every_column_with_unknown_ids_on_one_line():
+    tables = _dimension_tables()
+    tables["transactions"] = tables["transactions"].assign(
+        store_id=[1, 7, 7], customer_id=[1, 9, 8]
+    )
+    with pytest.raises(DataContractError) as caught:
+        check_references(tables, {"transactions": "sales.csv"})
+    error = caught.value
+    assert (error.source, error.column, error.rows) == ("sales.csv", "customer_id", 2)
+    assert str(error) == (
+        "sales.csv, column 'customer_id': unknown ids not in customers (e.g. [9, 8]) (2 rows); "
+        "also column 'store_id': unknown ids not in stores (e.g. [7]) (2 rows)"
+    )
+
+
+def test_channel_identities_repeated_once_spellings_are_normalised_are_refused():
+    identities = conform(
+        pd.DataFrame(
+            {
+                "channel": ["Web", "web", "app", "web"],
+                "channel_customer_id": ["w1", "w1", "a1", "w1"],
+                "customer_id": [1, 1, 2, 1],
+            }
+        ),
+        "identities",
+        SOURCE,
+    )
+    with pytest.raises(DataContractError) as caught:
+        check_identities(identities, SOURCE)
+    error = caught.value
+    assert (error.source, error.column, error.rows) == (SOURCE, "channel_customer_id", 2)
+    assert "channel identities repeat, e.g. web:w1" in str(error)
+    check_identities(identities.drop_duplicates(["channel", "channel_customer_id"]), SOURCE)

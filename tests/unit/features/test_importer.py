@@ -233,7 +233,7 @@ def test_cli_import_error_exits_2_with_one_clear_line_and_writes_nothing(tmp_pat
     assert "Traceback" not in output
     assert str((tmp_path / "sales.csv").resolve()) in done.stdout
     assert "column 'quantity'" in done.stdout
-    assert "negative values are not allowed (1 rows)" in done.stdout
+    assert "negative values are not allowed, e.g. -3.0 (row 4) (1 rows)" in done.stdout
     data = tmp_path / "data"
     leftovers = list(data.rglob("*")) if data.exists() else []
     assert leftovers == []
