@@ -18,6 +18,8 @@ Windowed sums are prefix sums over events sorted by (entity, day), read with `se
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -35,12 +37,10 @@ from features.contract import (
     STORE_ID,
     TS,
 )
+from features.series_selection import MIN_ACTIVE_SHARE, PERIOD, UNITS, active_before_any
 
 EVENT_TIMESTAMP = "event_timestamp"
-PERIOD = "period"
-UNITS = "units"
 PERIOD_DAYS = {"D": 1, "W": 7}
-MIN_ACTIVE_SHARE = 0.5  # a series is forecast when it sold in at least this share of periods
 
 STORE_PRODUCT_LAGS = (1, 2, 3, 4, 5, 6, 7, 8)  # periods
 STORE_PRODUCT_WINDOWS_DAYS = (7, 28, 56, 91, 182)  # mean and spread over each
@@ -77,12 +77,17 @@ def period_grid(ts: pd.Series, freq: str) -> pd.DatetimeIndex:
 
 
 def demand_panel(
-    tables: dict[str, pd.DataFrame], freq: str, min_active_share: float = MIN_ACTIVE_SHARE
+    tables: dict[str, pd.DataFrame],
+    freq: str,
+    min_active_share: float = MIN_ACTIVE_SHARE,
+    selected_before: pd.Timestamp | Sequence[pd.Timestamp] | None = None,
 ) -> pd.DataFrame:
-    """Units and sales per active store x product x period, zeros included.
+    """Units and sales per active store x product x period, zeros included, over the whole grid.
 
-    A series is active when it sold in at least `min_active_share` of the periods; sparse series
-    are left to the popularity-level restock rules rather than a forecast.
+    A series is active when it sold in at least `min_active_share` of the periods strictly
+    before `selected_before` (of all periods when None); given several moments (a backtest's
+    origins), the series active before any of them. Sparse series are left to the
+    popularity-level restock rules rather than a forecast.
     """
     sales = tables["transactions"]
     in_units = tables["products"].loc[tables["products"]["sold_in_units"], PRODUCT_ID]
@@ -103,11 +108,16 @@ def demand_panel(
         .groupby([STORE_ID, PRODUCT_ID, PERIOD], sort=False)
         .sum()
     )
-    active_periods = (grouped[UNITS] > 0).groupby(level=[0, 1]).sum()
-    active = active_periods.index[active_periods >= min_active_share * len(grid)]
+    moments = (
+        [selected_before]
+        if selected_before is None or isinstance(selected_before, pd.Timestamp)
+        else list(selected_before)
+    )
+    active = active_before_any(grouped[UNITS], grid, moments, min_active_share)
     if len(active) == 0:
+        before = "" if selected_before is None else " before the selection moment"
         raise ValueError(
-            f"no store x product series sold in {min_active_share:.0%} of the {len(grid)} periods; "
+            f"no store x product series sold in {min_active_share:.0%} of the periods{before}; "
             "lower min_active_share or use a coarser freq"
         )
     dense_index = pd.MultiIndex.from_arrays(

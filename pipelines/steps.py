@@ -23,17 +23,16 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from features.contract import DATE, PRODUCT_ID, STORE_ID
+from features.contract import DATE, PRODUCT_ID, STORE_ID, TS
 from features.dataset import DatasetInfo, load_info, load_tables, save_tables, write_atomically
 from features.engineering import (
     EVENT_TIMESTAMP,
-    MIN_ACTIVE_SHARE,
     PERIOD,
     PERIOD_DAYS,
-    UNITS,
     customer_features,
     daily_demand,
     demand_panel,
+    period_grid,
     product_features,
     store_features,
     store_product_features,
@@ -56,6 +55,7 @@ from features.identity import (
     without_forgotten,
     write_identity_map,
 )
+from features.series_selection import active_before
 from features.settings import Settings
 from training import plots, tracking
 from training.backtest import (
@@ -463,8 +463,40 @@ class ForecastData:
     panel: pd.DataFrame
     keys: pd.DataFrame  # store_id, product_id of each series, the panel's order
     features: pd.DataFrame
-    origins: list[pd.Timestamp]  # backtest origins
+    origins: list[pd.Timestamp]  # backtest origins; the last is the holdout's
     reviews: list[pd.Timestamp]  # weekly restock reviews replayed over the backtest windows
+
+    @property
+    def holdout(self) -> pd.Timestamp:
+        """Start of the final window: no design choice or sweep sees it, the reported figures
+        come from it."""
+        return self.origins[-1]
+
+    def before_holdout(self) -> ForecastData:
+        """The same data cut before the holdout (its periods, feature stamps, dated table rows,
+        origin and reviews left out): all that a sweep may tune on."""
+        cut = self.holdout
+        tables = dict(self.tables)
+        for name, column in (("transactions", TS), ("inventory", DATE), ("true_demand", DATE)):
+            if name in tables:
+                tables[name] = tables[name][tables[name][column] < cut]
+        data = ForecastData(
+            self.info,
+            tables,
+            self.panel[self.panel[PERIOD] < cut].reset_index(drop=True),
+            self.keys,
+            self.features[self.features[EVENT_TIMESTAMP] < cut].reset_index(drop=True),
+            self.origins[:-1],
+            [review for review in self.reviews if review < cut],
+        )
+        # Promotions are planned ahead: their counts are known before the holdout.
+        data.__dict__["promotion_breadth"] = self.promotion_breadth
+        return data
+
+    def series_at(self, origin: pd.Timestamp) -> pd.DataFrame:
+        """store_id, product_id of the series chosen on the sales before `origin`."""
+        chosen = active_before(self.panel, origin)
+        return chosen[[STORE_ID, PRODUCT_ID]].drop_duplicates().reset_index(drop=True)
 
     @cached_property
     def promotion_breadth(self) -> PromotionBreadth:
@@ -479,12 +511,12 @@ def forecast_data(settings: Settings, n_origins: int = BACKTEST_ORIGINS) -> Fore
     """The panel, its backtest origins and the Feast point-in-time features they need."""
     info = load_info(settings.tables_dir)
     tables = resolved_tables(settings, FORECAST_INPUTS)[0]
-    panel = demand_panel(tables, info.freq)
     horizon = HORIZON_PERIODS[info.freq]
-    grid = pd.DatetimeIndex(np.sort(panel[PERIOD].unique()))
+    grid = period_grid(tables["transactions"][TS], info.freq)
     origins = rolling_origins(grid, n_origins, horizon)
-    # Which series are scored must not depend on the windows' own sales.
-    panel = active_before(panel, origins[0]).reset_index(drop=True)
+    # Which series are scored must not depend on the windows' own sales: the backtest chooses
+    # each origin's series on the sales before it; the panel holds every series chosen once.
+    panel = demand_panel(tables, info.freq, selected_before=origins)
     keys = panel[[STORE_ID, PRODUCT_ID]].drop_duplicates().reset_index(drop=True)
     end = grid[-1] + pd.Timedelta(days=PERIOD_DAYS[info.freq])
     reviews = list(pd.date_range(origins[0], end - pd.Timedelta(days=REVIEW_DAYS), freq="7D"))
@@ -555,13 +587,14 @@ def forecast_backtest(
         data.tables.get("products"),
         data.promotion_breadth,
     )
-    lead = _lead_times(data.tables, data.keys)
-    mean, std = cover_demand(result, data.features, data.keys, data.reviews, lead, promotions)
+    # The replay runs from the first origin: its series are the ones chosen on the sales before
+    # it, those that fade later included.
+    keys = data.series_at(data.origins[0])
+    lead = _lead_times(data.tables, keys)
+    mean, std = cover_demand(result, data.features, keys, data.reviews, lead, promotions)
     history_days = MOVING_AVERAGE_DAYS
     first = data.origins[0] - pd.Timedelta(days=history_days)
-    demand = daily_demand(
-        data.tables, data.keys, first, history_days + len(data.reviews) * REVIEW_DAYS
-    )
+    demand = daily_demand(data.tables, keys, first, history_days + len(data.reviews) * REVIEW_DAYS)
     by_level = {
         level: replay_restock(policy_order_up_to(mean, std, level), demand, history_days, lead)
         for level in service_levels
@@ -570,7 +603,7 @@ def forecast_backtest(
         {level: table for level, (table, _) in by_level.items()}, names=["service_level"]
     ).reset_index()
     simulation, by_series = by_level[SERVICE_LEVEL]
-    by_series = pd.concat([data.keys.reset_index(drop=True), by_series], axis=1)
+    by_series = pd.concat([keys, by_series], axis=1)
     return result, simulation, trade_off, by_series
 
 
@@ -814,18 +847,6 @@ def restock_orders(
 
 def write_orders(orders: pd.DataFrame, path: Path) -> None:
     write_atomically(path, lambda partial: orders.to_csv(partial, index=False))
-
-
-def active_before(
-    panel: pd.DataFrame, cutoff: pd.Timestamp, share: float = MIN_ACTIVE_SHARE
-) -> pd.DataFrame:
-    """Keep the series that sold in `share` of the periods before the holdout, so that which
-    series are scored does not depend on the holdout's own sales."""
-    before = panel[panel[PERIOD] < cutoff]
-    selling = (before[UNITS] > 0).groupby([before[STORE_ID], before[PRODUCT_ID]]).mean()
-    kept = selling.index[selling >= share]
-    keys = pd.MultiIndex.from_frame(panel[[STORE_ID, PRODUCT_ID]])
-    return panel[keys.isin(kept)]
 
 
 def origin_stride(n_series: int, n_periods: int, horizon: int) -> int:

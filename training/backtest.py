@@ -30,6 +30,7 @@ from statsforecast.models import (
 
 from features.contract import NET_SALES, PRODUCT_ID, STORE_ID
 from features.engineering import PERIOD, PERIOD_DAYS, UNITS
+from features.series_selection import MIN_ACTIVE_SHARE, active_before
 from training.forecaster import FORECAST, QUANTILES, STEP, DemandForecaster
 from training.inventory import matched_baseline, order_up_to_coverage, simulate
 from training.metrics import bias, coverage, pinball_loss, rmsse, wape, wrmsse
@@ -302,9 +303,14 @@ def backtest(
     client=None,
     products: pd.DataFrame | None = None,
     breadth: PromotionBreadth | None = None,
+    min_active_share: float = MIN_ACTIVE_SHARE,
 ) -> Backtest:
     """Refit the forecaster at each origin on what came before it, and score it with the
     statistical baselines on the same windows.
+
+    Each origin forecasts and scores the series that sold in `min_active_share` of the periods
+    before it (`features.series_selection`), whatever they sell in the window: a series that
+    fades there is scored, one that starts there is not (the panel holds both).
 
     Args:
         make_forecaster: a new, unfitted forecaster (the same configuration at every origin).
@@ -321,12 +327,17 @@ def backtest(
     stamp = features["event_timestamp"]
     horizon = make_forecaster().horizon
     scored, models = [], {}
+    panel_series = pd.MultiIndex.from_frame(panel[[STORE_ID, PRODUCT_ID]])
+    feature_series = pd.MultiIndex.from_frame(features[[STORE_ID, PRODUCT_ID]])
     for origin in map(pd.Timestamp, origins):
         if progress:
             progress(f"origin {origin:%Y-%m-%d}")
+        chosen = active_before(panel, origin, min_active_share)
+        keys = pd.MultiIndex.from_frame(chosen[[STORE_ID, PRODUCT_ID]]).unique()
+        ours, series_panel = feature_series.isin(keys), panel_series.isin(keys)
         model = make_forecaster().fit(
-            features[stamp < origin],
-            panel[panel[PERIOD] < origin],
+            features[ours & (stamp < origin)],
+            panel[series_panel & (panel[PERIOD] < origin).to_numpy()],
             promotions,
             calendar,
             products,
@@ -334,10 +345,12 @@ def backtest(
             breadth,
         )
         models[origin] = model
-        final = model.predict(features[stamp == origin], promotions).drop(columns="event_timestamp")
+        final = model.predict(features[ours & (stamp == origin)], promotions).drop(
+            columns="event_timestamp"
+        )
         frames = [final.assign(**{MODEL: FINAL})]
         if stat_models:
-            frames.append(statistical_forecasts(panel, origin, horizon, freq, stat_models))
+            frames.append(statistical_forecasts(chosen, origin, horizon, freq, stat_models))
         scored.append(pd.concat(frames).assign(**{ORIGIN: origin}))
     scored = pd.concat(scored, ignore_index=True).merge(
         panel[[STORE_ID, PRODUCT_ID, PERIOD, UNITS]], on=[STORE_ID, PRODUCT_ID, PERIOD]

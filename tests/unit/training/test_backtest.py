@@ -4,11 +4,13 @@ import pytest
 
 from training.backtest import (
     STAT_MODELS,
+    backtest,
     rolling_origins,
     sales_weights,
     score_table,
     statistical_forecasts,
 )
+from training.forecaster import DemandForecaster
 
 MONDAY = pd.Timestamp("2024-01-01")
 LEVEL_TAIL = [9.0, 12, 10, 11, 8, 13, 10, 7]  # the last 8 weeks before the origin
@@ -175,3 +177,55 @@ def test_score_table_refuses_a_series_not_in_the_panel(panel):
     )
     with pytest.raises(ValueError, match=r"\[9, 9\].*not in the panel"):
         score_table(scored, panel, "W")
+
+
+def daily_features(panel: pd.DataFrame, stamps: pd.DatetimeIndex) -> pd.DataFrame:
+    """What a point-in-time join gives for every series: the last day's units, the 7-day mean."""
+    units = panel.pivot_table(index="period", columns=["store_id", "product_id"], values="units")
+    frames = []
+    for stamp in stamps:
+        history = units[units.index < stamp]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "event_timestamp": stamp,
+                    "units_lag_1": history.iloc[-1],
+                    "units_mean_7d": history.iloc[-7:].mean(),
+                }
+            ).reset_index()
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_each_origin_scores_the_series_chosen_before_it_so_fading_ones_cannot_leak_out():
+    days = pd.date_range(MONDAY, periods=140, freq="D")
+    origin = days[112]
+    shape = np.array([1, 1, 1, 1, 2, 5, 4], float)[days.weekday]
+    fading = np.where((days < origin) & (days.weekday < 4), 3.0, 0.0)  # 4 of 7 days, then none
+    starting = np.where(days >= origin, 2.0, 0.0)
+    panel = pd.concat(
+        [
+            pd.DataFrame({"store_id": 1, "product_id": product, "period": days, "units": units})
+            for product, units in ((1, shape), (2, fading), (3, starting))
+        ],
+        ignore_index=True,
+    )
+    panel["net_sales"] = panel["units"] * 2.0
+    features = daily_features(panel, days[14:113])
+    result = backtest(
+        lambda: DemandForecaster("D", params={"min_data_in_leaf": 5}, num_boost_round=50),
+        panel,
+        features,
+        "D",
+        [origin],
+        stat_models=("moving_average",),
+    )
+    scored = result.scored.groupby("model")["product_id"].unique()
+    # The fading series sold on 46% of all days but 57% of those before the origin: it is
+    # forecast and scored on its silent window; the series that starts there is not chosen.
+    for model in ("omnishelf", "moving_average"):
+        assert sorted(scored[model]) == [1, 2]
+    assert result.models[origin].series_.get_level_values("product_id").tolist() == [1, 2]
+    silent = result.scored[result.scored["product_id"] == 2]
+    assert len(silent) == 2 * 28 and silent["units"].eq(0).all()
+    assert result.table.loc["omnishelf", "origins"] == 1
