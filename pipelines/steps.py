@@ -110,6 +110,7 @@ FORECASTER_HEADLINE = ("wrmsse_final", "wrmsse_best_stat", "p90_coverage", "stoc
 STEP_STAT_MODELS = ("seasonal_naive", "moving_average", "CrostonOptimized", "ADIDA")
 ALL_STAT_MODELS = (*STEP_STAT_MODELS, "AutoETS")
 BACKTEST_ORIGINS = 3
+MAX_BACKTEST_ORIGINS = 12  # `omnishelf backtest --origins` goes up to this
 SERVICE_LEVEL = 0.95  # of the replay whose KPIs are logged; the trade-off covers SERVICE_LEVELS
 SERVICE_LEVELS = (0.8, 0.9, 0.95, 0.98)
 MOVING_AVERAGE_DAYS = 28  # history the baseline policy's moving average needs
@@ -227,7 +228,8 @@ def build_features(settings: Settings, force: bool = False) -> tuple[StepResult,
     status = "reused"
     if force or current != built_from:
         tables, identity_map, _ = resolved_tables(settings, FEATURE_INPUTS)
-        panel = demand_panel(tables, info.freq)
+        grid = period_grid(tables["transactions"][TS], info.freq)
+        panel = demand_panel(tables, info.freq, selected_before=selection_moments(grid, info.freq))
         now = pd.Timestamp.now().floor("s")
         feature_tables = {
             "customer_profile": customer_features(tables),
@@ -258,6 +260,15 @@ def build_features(settings: Settings, force: bool = False) -> tuple[StepResult,
         time.perf_counter() - began,
         {"rows materialised": rows},
     ), summaries
+
+
+def selection_moments(grid: pd.DatetimeIndex, freq: str) -> list[pd.Timestamp | None]:
+    """Every moment a backtest may choose its series at (the origins of up to
+    MAX_BACKTEST_ORIGINS windows) and None (all the data, for serving): the demand features
+    cover each series one of them chooses, a series that faded since included."""
+    horizon = HORIZON_PERIODS[freq]
+    n_origins = min(MAX_BACKTEST_ORIGINS, len(grid) // horizon - 1)
+    return [*(rolling_origins(grid, n_origins, horizon) if n_origins >= 1 else []), None]
 
 
 def reset_feature_store(settings: Settings) -> None:
