@@ -4,12 +4,16 @@ Two protocols for next-best-product:
 
 - `time_split`: train on everything before T = last timestamp - 28 days; the target is the
   distinct products each customer bought in the 28 days after T.
-- `next_basket`: a basket is everything a customer bought on one calendar day; each customer's
-  last basket is the target and their earlier baskets the history (customers with 3..50
-  baskets, products in at least 17 history baskets: the setting of published next-basket
-  studies, where personal-frequency baselines are strong).
+- `next_basket`: a basket is everything a customer bought on one calendar day. The same
+  single cut-off T = last timestamp - 28 days: each customer's first basket on or after T is the
+  target, the baskets before T the history (customers with 3..50 baskets counting the target,
+  products in at least 17 history baskets: the setting of published next-basket studies, where
+  personal-frequency baselines are strong).
 
-Both give the same `Holdout`, so every model and baseline is scored by the same code.
+In both, everything a model, a baseline, a candidate generator or a feature may read is strictly
+before T, for every customer: a cut-off per customer (their own last basket) would let the
+generators learn from other customers' later baskets. Both give the same `Holdout`, so every
+model and baseline is scored by the same code.
 """
 
 from __future__ import annotations
@@ -35,12 +39,17 @@ class Holdout:
 
     protocol: str
     history: pd.DataFrame  # the transactions models may see
-    as_of: pd.Series  # customer_id -> moment of recommending (the target's start)
+    as_of: pd.Series  # customer_id -> moment of recommending (the cut-off T)
     customers: np.ndarray  # evaluated customers
     relevant: list[set]  # products each of them bought in the target
     bought_before: list[set]  # products each of them bought in the history
     catalogue: int  # products that may be recommended
     target: pd.DataFrame  # customer_id, product_id, ts of the target purchases
+
+    @property
+    def cutoff(self) -> pd.Timestamp:
+        """T: the history is strictly before it, the targets on or after it."""
+        return self.as_of.max()
 
     @property
     def window(self) -> str:
@@ -109,27 +118,29 @@ def next_basket(
     min_baskets: int = MIN_BASKETS,
     max_baskets: int = MAX_BASKETS,
     min_product_baskets: int = MIN_PRODUCT_BASKETS,
+    test_days: int = TEST_DAYS,
 ) -> Holdout:
     sold = _sold(transactions)
     if sold.empty:
         raise ValueError("no purchases to build baskets from")
-    day = sold[TS].dt.normalize()
-    baskets = day.groupby(sold[CUSTOMER_ID]).nunique()
-    kept = baskets.index[(baskets >= min_baskets) & (baskets <= max_baskets)]
-    sold, day = sold[sold[CUSTOMER_ID].isin(kept)], day[sold[CUSTOMER_ID].isin(kept)]
-    last_day = day.groupby(sold[CUSTOMER_ID]).transform("max")
-    in_target = (day == last_day).to_numpy()
-    history, target = sold[~in_target], sold[in_target]
-    seen = history.assign(_day=day[~in_target]).drop_duplicates([CUSTOMER_ID, PRODUCT_ID, "_day"])
+    cutoff = transactions[TS].max() - pd.Timedelta(days=test_days)
+    before = sold[sold[TS] < cutoff]
+    day = before[TS].dt.normalize()
+    baskets = day.groupby(before[CUSTOMER_ID]).nunique()
+    # Counting the target basket: min_baskets - 1 .. max_baskets - 1 of them before T.
+    kept = baskets.index[(baskets >= min_baskets - 1) & (baskets <= max_baskets - 1)]
+    history, day = before[before[CUSTOMER_ID].isin(kept)], day[before[CUSTOMER_ID].isin(kept)]
+    after = sold[(sold[TS] >= cutoff) & sold[CUSTOMER_ID].isin(kept)]
+    after_day = after[TS].dt.normalize()
+    target = after[(after_day == after_day.groupby(after[CUSTOMER_ID]).transform("min")).to_numpy()]
+    seen = history.assign(_day=day).drop_duplicates([CUSTOMER_ID, PRODUCT_ID, "_day"])
     counts = seen[PRODUCT_ID].value_counts()
     products = counts.index[counts >= min_product_baskets]
     history = history[history[PRODUCT_ID].isin(products)]
     target = target[
         target[PRODUCT_ID].isin(products) & target[CUSTOMER_ID].isin(history[CUSTOMER_ID])
     ]
-    # The moment of recommending is the start of the target basket's day.
-    as_of = last_day.groupby(sold[CUSTOMER_ID]).first().reindex(history[CUSTOMER_ID].unique())
-    as_of.index.name = CUSTOMER_ID
+    as_of = pd.Series(cutoff, index=pd.Index(history[CUSTOMER_ID].unique(), name=CUSTOMER_ID))
     return _holdout("next_basket", history, as_of, target, len(products))
 
 
