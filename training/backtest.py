@@ -216,16 +216,12 @@ def _origin_scores(
     forecast = group[FORECAST].to_numpy(float)
     n_history = _history_length(dense.grid, origin, freq)
     history = dense.units[series, :n_history]
+    per_series = rmsse(actual.reshape(shape), forecast.reshape(shape), history)
     scores = {
         "wape": wape(actual, forecast),
         "bias": bias(actual, forecast),
-        "rmsse": float(np.nanmean(rmsse(actual.reshape(shape), forecast.reshape(shape), history))),
-        "wrmsse": wrmsse(
-            actual.reshape(shape),
-            forecast.reshape(shape),
-            history,
-            _last_days_sales(dense.net_sales[series], n_history, freq),
-        ),
+        "rmsse": float(np.nanmean(per_series)),
+        "wrmsse": wrmsse(per_series, _last_days_sales(dense.net_sales[series], n_history, freq)),
     }
     if set(QUANTILES) <= set(group.columns) and group[list(QUANTILES)].notna().all(axis=None):
         scores["pinball"] = float(

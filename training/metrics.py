@@ -1,10 +1,17 @@
-"""Evaluation metrics as pure functions of truths and predictions."""
+"""Evaluation metrics as pure functions of truths and predictions.
+
+Forecast errors are utilsforecast's losses (WAPE, RMSSE, quantile loss, coverage) called on
+arrays; bias (a share of volume, where utilsforecast's is in units) and WRMSSE (the M5
+weighting) are ours.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
+from utilsforecast import losses
 
 
 def _hits(relevant: Sequence[set], recommended: Sequence[Sequence], k: int):
@@ -57,13 +64,30 @@ def coverage_at_k(recommended: Sequence[Sequence], k: int, catalogue_size: int) 
     return len(shown) / catalogue_size if catalogue_size else 0.0
 
 
+def _forecast_frame(actual: np.ndarray, **predictions: np.ndarray) -> pd.DataFrame:
+    """Rows of the arrays as utilsforecast's series (`unique_id`), their columns as steps."""
+    n_series, n_steps = np.atleast_2d(actual).shape
+    return pd.DataFrame(
+        {
+            "unique_id": np.repeat(np.arange(n_series), n_steps),
+            "ds": np.tile(np.arange(n_steps), n_series),
+            "y": np.ravel(actual).astype(float),
+            **{name: np.ravel(values).astype(float) for name, values in predictions.items()},
+        }
+    )
+
+
+def _pooled(frame: pd.DataFrame) -> pd.DataFrame:
+    """One series for all the rows: the loss pools every series and step."""
+    return frame.assign(unique_id=0)
+
+
 def wape(actual: np.ndarray, forecast: np.ndarray) -> float:
     """Weighted absolute percentage error: sum |actual - forecast| / sum actual."""
-    actual, forecast = np.asarray(actual, float), np.asarray(forecast, float)
-    total = np.abs(actual).sum()
-    if total == 0:
+    if np.abs(np.asarray(actual, float)).sum() == 0:
         raise ValueError("WAPE is undefined when every actual is zero")
-    return float(np.abs(actual - forecast).sum() / total)
+    frame = _pooled(_forecast_frame(actual, model=forecast))
+    return float(losses.wape(frame, ["model"])["model"].item())
 
 
 def bias(actual: np.ndarray, forecast: np.ndarray) -> float:
@@ -80,27 +104,29 @@ def rmsse(actual: np.ndarray, forecast: np.ndarray, history: np.ndarray) -> np.n
     A series whose history never changes has no scale; it gets NaN rather than an infinite or
     arbitrary score, so callers can leave it out.
     """
-    actual, forecast = np.atleast_2d(actual).astype(float), np.atleast_2d(forecast).astype(float)
-    history = np.atleast_2d(history).astype(float)
+    actual, history = np.atleast_2d(actual), np.atleast_2d(history)
     if history.shape[1] < 2:
         raise ValueError(
             f"RMSSE needs at least 2 periods of history per series, got {history.shape[1]}"
         )
-    scale = (np.diff(history, axis=1) ** 2).mean(axis=1)
-    error = ((actual - forecast) ** 2).mean(axis=1)
-    ratio = np.divide(error, scale, out=np.full_like(error, np.nan), where=scale > 0)
-    return np.sqrt(ratio)
+    scores = losses.rmsse(
+        _forecast_frame(actual, model=np.atleast_2d(forecast)),
+        ["model"],
+        seasonality=1,
+        train_df=_forecast_frame(history),
+    )
+    by_series = scores.set_index("unique_id")["model"].reindex(np.arange(len(actual)))
+    return np.where(np.isfinite(by_series), by_series, np.nan)
 
 
-def wrmsse(
-    actual: np.ndarray, forecast: np.ndarray, history: np.ndarray, weights: np.ndarray
-) -> float:
+def wrmsse(scores: np.ndarray, weights: np.ndarray) -> float:
     """Weighted RMSSE: sum_i w_i * rmsse_i / sum_i w_i over series with a finite RMSSE.
 
-    The weights (in M5, each series' sales value over the last 28 days of history) are
-    renormalised over the scored series, so a series without a scale does not shrink the total.
+    `scores` are `rmsse`'s per series. The weights (in M5, each series' sales value over the last
+    28 days of history) are renormalised over the scored series, so a series without a scale
+    does not shrink the total. utilsforecast has no weighted RMSSE: the weighting is ours.
     """
-    scores = rmsse(actual, forecast, history)
+    scores = np.asarray(scores, float)
     scored = np.isfinite(scores)
     weights = np.asarray(weights, float)[scored]
     if weights.sum() <= 0:
@@ -110,14 +136,13 @@ def wrmsse(
 
 def pinball_loss(actual: np.ndarray, predicted: np.ndarray, quantile: float) -> float:
     """Mean of max(q * (actual - predicted), (q - 1) * (actual - predicted)) at quantile q."""
-    error = np.asarray(actual, float) - np.asarray(predicted, float)
-    return float(np.maximum(quantile * error, (quantile - 1) * error).mean())
+    frame = _pooled(_forecast_frame(np.ravel(actual), model=np.ravel(predicted)))
+    return float(losses.quantile_loss(frame, {"model": "model"}, q=quantile)["model"].item())
 
 
 def coverage(actual: np.ndarray, upper: np.ndarray, lower: np.ndarray | None = None) -> float:
     """Share of actuals at or below `upper` (and at or above `lower` when given)."""
-    actual = np.asarray(actual, float)
-    inside = actual <= np.asarray(upper, float)
-    if lower is not None:
-        inside &= actual >= np.asarray(lower, float)
-    return float(inside.mean())
+    lower = np.full(np.shape(actual), -np.inf) if lower is None else lower
+    bounds = {"model-lo-0": np.ravel(lower), "model-hi-0": np.ravel(upper)}
+    frame = _pooled(_forecast_frame(np.ravel(actual), **bounds))
+    return float(losses.coverage(frame, ["model"], level=0)["model"].item())

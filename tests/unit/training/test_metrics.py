@@ -77,9 +77,10 @@ def test_wrmsse_renormalises_weights_over_series_with_a_scale():
     forecast = np.array([[4, 4], [0, 2], [0, 0]])
     # the constant third series has no scale: its weight 100 drops out, 1 and 3 share the total
     expected = (1 * np.sqrt(2 / (5 / 3)) + 3 * np.sqrt(2 / (8 / 3))) / 4
-    assert wrmsse(actual, forecast, history, np.array([1, 3, 100])) == pytest.approx(expected)
+    scores = rmsse(actual, forecast, history)
+    assert wrmsse(scores, np.array([1, 3, 100])) == pytest.approx(expected)
     with pytest.raises(ValueError, match="positive weight"):
-        wrmsse(actual, forecast, history, np.array([0, 0, 100]))
+        wrmsse(scores, np.array([0, 0, 100]))
 
 
 def test_pinball_loss_at_q90_hand_computed():
