@@ -32,6 +32,7 @@ from pipelines import steps
 from training import tracking
 from training.backtest import FINAL, backtest
 from training.evaluation import TEST_DAYS, split
+from training.forecaster import DemandForecaster
 from training.metrics import recall_at_k
 from training.recommender import (
     SERVING_RULES,
@@ -156,39 +157,56 @@ def trial_table(study: optuna.Study) -> pd.DataFrame:
 
 
 def forecaster_tuning(settings: Settings, threads: int, fingerprint: str) -> Tuning:
-    """Validation windows: the backtest origins before the last; the last is the holdout.
-    `fingerprint`: the resolved data's, which the sweep already has."""
+    """`forecaster_tuning_on` the workspace's forecast data; `fingerprint`: the resolved data's,
+    which the sweep already has."""
     data = steps.forecast_data(settings)
-    validation, holdout = data.origins[:-1], data.origins[-1]
-    promotions, calendar = data.tables.get("promotions"), data.tables.get("calendar")
-    products = data.tables.get("products")
+
+    def register(model: DemandForecaster, tags: dict[str, str]) -> str:
+        return tracking.register(model, settings.forecaster_name, tags, alias=CHALLENGER)
+
+    tuning = forecaster_tuning_on(data, threads, register)
+    tuning.tags = steps.run_tags(data.info, fingerprint) | tuning.tags
+    return tuning
+
+
+def forecaster_tuning_on(
+    data: steps.ForecastData,
+    threads: int,
+    register: Callable[[DemandForecaster, dict[str, str]], str],
+) -> Tuning:
+    """Validation windows: the backtest origins before the holdout, scored on
+    `data.before_holdout()` alone, so no trial reads a period, a feature stamp or a table row of
+    the holdout; the best configuration is then scored on the holdout and refit on all the data
+    for `register`."""
+    tuned = data.before_holdout()
+    validation, holdout = tuned.origins, data.holdout
     freq, country = data.info.freq, data.info.country
 
-    def wrmsse(config: dict, origin: pd.Timestamp, quantiles: bool) -> float:
+    def wrmsse(config: dict, on: steps.ForecastData, origin: pd.Timestamp, quantiles: bool):
         result = backtest(
             lambda: forecaster_from(freq, country, config, threads, quantiles=quantiles),
-            data.panel,
-            data.features,
+            on.panel,
+            on.features,
             freq,
             [origin],
-            promotions,
-            calendar,
+            on.tables.get("promotions"),
+            on.tables.get("calendar"),
             stat_models=(),
-            products=products,
-            breadth=data.promotion_breadth,
+            products=on.tables.get("products"),
+            breadth=on.promotion_breadth,
         )
         return float(result.table.loc[FINAL, "wrmsse"])
 
-    def register(config: dict, tags: dict[str, str]) -> str:
+    def refit(config: dict, tags: dict[str, str]) -> str:
         final = forecaster_from(freq, country, config, threads).fit(
             data.features,
             data.panel,
-            promotions,
-            calendar,
-            products,
+            data.tables.get("promotions"),
+            data.tables.get("calendar"),
+            data.tables.get("products"),
             breadth=data.promotion_breadth,
         )
-        return tracking.register(final, settings.forecaster_name, tags, alias=CHALLENGER)
+        return register(final, tags)
 
     return Tuning(
         family="forecaster",
@@ -197,12 +215,11 @@ def forecaster_tuning(settings: Settings, threads: int, fingerprint: str) -> Tun
         direction="minimize",
         score_name="validation_wrmsse",
         windows=len(validation),
-        score=lambda config, step: wrmsse(config, validation[step], quantiles=False),
+        score=lambda config, step: wrmsse(config, tuned, validation[step], quantiles=False),
         holdout_metric=steps.HOLDOUT_METRIC,
-        holdout_score=lambda config: wrmsse(config, holdout, quantiles=True),
-        register=register,
-        tags=steps.run_tags(data.info, fingerprint)
-        | {
+        holdout_score=lambda config: wrmsse(config, data, holdout, quantiles=True),
+        register=refit,
+        tags={
             "validation_windows": ",".join(f"{o:%Y-%m-%d}" for o in validation),
             "holdout": f"{holdout:%Y-%m-%d}",
         },

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from training.candidates import build_history
-from training.evaluation import next_basket, score_table_row, segments, time_split
+from training.evaluation import next_basket, score_table_row, segments, split, time_split
 from training.ranker import CandidatePool
-from training.recommender import BASELINES, baseline_lists
+from training.recommender import BASELINES, baseline_lists, earlier_holdouts
 
 
 def lines(rows):
@@ -111,3 +111,17 @@ def test_next_basket_generators_and_baselines_see_nothing_after_the_cutoff_no_le
     for name in BASELINES:
         assert new not in baseline_lists(name, pool, history, holdout.customers), name
     assert holdout.catalogue == history.products["product_id"].nunique()
+
+
+@pytest.mark.parametrize("protocol", ["time_split", "next_basket"])
+def test_tuning_windows_end_before_the_final_windows_cutoff_no_leak(shop_tables, protocol):
+    """The windows a sweep tunes on and a ranker learns from (earlier_holdouts) hold nothing
+    from the cut-off of the final window on, whose targets all come after it."""
+    final = split(shop_tables["transactions"], protocol)
+    earlier = earlier_holdouts(final, 3)
+    assert len(earlier) == 3
+    assert final.target["ts"].min() >= final.cutoff
+    for window in earlier:
+        assert window.cutoff < final.cutoff
+        assert window.target["ts"].max() < final.cutoff
+        assert window.history["ts"].max() < window.cutoff
