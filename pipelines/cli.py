@@ -50,11 +50,11 @@ app.add_typer(models_app, name="models")
 
 # Headline figures of the demo (demo.json): the models' against their best baselines.
 DEMO_FIGURES = (
-    "omnishelf_recall_at_10",
-    "best_baseline_recall_at_10",
-    "wrmsse_final",
-    "wrmsse_best_stat",
-    "p90_coverage",
+    "holdout_recall_at_10",
+    "holdout_best_baseline_recall_at_10",
+    "holdout_wrmsse",
+    "holdout_wrmsse_best_stat",
+    "holdout_p90_coverage",
     "stockout_rate_ratio",
 )
 ForceOption = Annotated[bool, typer.Option("--force", help="rebuild even if up to date")]

@@ -149,10 +149,10 @@ def _due_customers(settings: Settings, transactions: pd.DataFrame, day: pd.Times
 
 MODEL_METRICS = {
     "recommender": {
-        "omnishelf_recall_at_10": "recall_at_10",
+        steps.RECOMMENDER_HOLDOUT_METRIC: "recall_at_10",
         "omnishelf_coverage_at_10": "catalogue_coverage_at_10",
     },
-    "forecaster": {"wape_omnishelf": "wape", "p90_coverage": "p90_coverage"},
+    "forecaster": {"holdout_wape": "wape", "holdout_p90_coverage": "p90_coverage"},
 }
 
 

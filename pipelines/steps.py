@@ -72,6 +72,7 @@ from training.evaluation import RECALL_KS, TEST_DAYS
 from training.forecaster import HORIZON_PERIODS, DemandForecaster
 from training.promotion_breadth import PromotionBreadth
 from training.ranker import POOL_SIZES
+from training.recommender import FINAL as FINAL_RECOMMENDER
 from training.recommender import (
     HEADLINE_METRICS,
     SERVING_RULES,
@@ -100,12 +101,18 @@ FEATURE_CODE = _source_digest("features")
 FINGERPRINT_FILE = "offline/dataset_fingerprint"
 MIN_HISTORY_PERIODS = 4  # origins before this have too little history to learn from
 # Metrics shown in summaries and demo.json.
-RECOMMENDER_HEADLINE = ("omnishelf_recall_at_10", "best_baseline_recall_at_10")
+# Reported figures come from the holdout, the final window that no sweep tuned on.
+RECOMMENDER_HEADLINE = ("holdout_recall_at_10", "holdout_best_baseline_recall_at_10")
 HOLDOUT_METRIC = "holdout_wrmsse"  # lower is better; the promotion gate of forecasters
-RECOMMENDER_HOLDOUT_METRIC = "omnishelf_recall_at_10"  # higher is better; the recommenders' gate
+RECOMMENDER_HOLDOUT_METRIC = "holdout_recall_at_10"  # higher is better; the recommenders' gate
 # Forecaster run artifact: the policy's replay per series, which the KPI report breaks down.
 REPLAY_BY_SERIES = "replay_by_series.json"
-FORECASTER_HEADLINE = ("wrmsse_final", "wrmsse_best_stat", "p90_coverage", "stockout_rate_ratio")
+FORECASTER_HEADLINE = (
+    "holdout_wrmsse",
+    "holdout_wrmsse_best_stat",
+    "holdout_p90_coverage",
+    "stockout_rate_ratio",
+)
 # AutoETS takes ~60 ms per daily series: `omnishelf backtest` runs it, training does without.
 STEP_STAT_MODELS = ("seasonal_naive", "moving_average", "CrostonOptimized", "ADIDA")
 ALL_STAT_MODELS = (*STEP_STAT_MODELS, "AutoETS")
@@ -305,16 +312,36 @@ def _reused(step: str, registered_name: str, fingerprint: str, headline: str, be
     return StepResult(step, "reused", time.perf_counter() - began, _headline(metrics, headline))
 
 
-def holdout_score(data: ForecastData, result: Backtest) -> float:
-    """WRMSSE of the final model on the last backtest window alone: the holdout on which a
-    challenger from a sweep is compared with the champion."""
-    last = result.scored[result.scored["origin"] == data.origins[-1]]
-    return float(score_table(last, data.panel, data.info.freq).loc[FINAL, "wrmsse"])
+def holdout_metrics(data: ForecastData, result: Backtest) -> dict[str, float]:
+    """The final model and the best baseline on the holdout alone (the last backtest window,
+    which no sweep tuned on): the reported figures, and the WRMSSE on which a challenger from a
+    sweep is compared with the champion."""
+    last = result.scored[result.scored["origin"] == data.holdout]
+    table = score_table(last, data.panel, data.info.freq)
+    return {
+        HOLDOUT_METRIC: float(table.loc[FINAL, "wrmsse"]),
+        "holdout_wrmsse_best_stat": float(table.drop(index=FINAL)["wrmsse"].min()),
+        "holdout_wape": float(table.loc[FINAL, "wape"]),
+        "holdout_p90_coverage": float(table.loc[FINAL, "p90_coverage"]),
+    }
 
 
 def holdout_tags(holdout: str, metric: str, score: float) -> dict[str, str]:
     """Registry tags that let `omnishelf models promote` check two versions met the same test."""
     return {"holdout": holdout, "holdout_metric": metric, metric: str(score)}
+
+
+def window_params(data: ForecastData) -> dict[str, str]:
+    """The run's cut-off dates: the windows a sweep may tune on, and the holdout's start."""
+    return {
+        "validation_origins": ",".join(f"{o:%Y-%m-%d}" for o in data.origins[:-1]),
+        "holdout_start": f"{data.holdout:%Y-%m-%d}",
+    }
+
+
+def cutoff_params(evaluation: Evaluation) -> dict[str, str]:
+    """The evaluation's single cut-off T: everything learned from is before it."""
+    return {"holdout_cutoff": str(evaluation.holdout.cutoff)}
 
 
 def registered_name(settings: Settings, family: str) -> str:
@@ -332,8 +359,9 @@ def run_tags(info: DatasetInfo, fingerprint: str) -> dict[str, str]:
 
 
 def recommender_metrics(evaluation: Evaluation) -> dict[str, float]:
-    """`<model>_<metric>` for every row of the table, the reminder scores and the best baseline's
-    headline under `best_baseline_*`."""
+    """`<model>_<metric>` for every row of the table (all scored on the final window), the
+    reminder scores, and the headline of the final model and of the best baseline under
+    `holdout_*` and `holdout_best_baseline_*`."""
     metrics = {
         f"{model}_{metric}": float(value)
         for model, row in evaluation.table.drop(columns="customers").iterrows()
@@ -341,7 +369,8 @@ def recommender_metrics(evaluation: Evaluation) -> dict[str, float]:
     }
     best = evaluation.best_baseline
     for metric in HEADLINE_METRICS:
-        metrics[f"best_baseline_{metric}"] = metrics[f"{best}_{metric}"]
+        metrics[f"holdout_{metric}"] = metrics[f"{FINAL_RECOMMENDER}_{metric}"]
+        metrics[f"holdout_best_baseline_{metric}"] = metrics[f"{best}_{metric}"]
     metrics["evaluated_customers"] = len(evaluation.holdout.customers)
     return metrics | evaluation.reminder_scores
 
@@ -408,6 +437,7 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
             {f"ranker_{k}": v for k, v in evaluation.ranker.params.items()}
             | {f"pool_{k}": v for k, v in POOL_SIZES.items()}
             | {"num_boost_round": evaluation.ranker.num_boost_round, "test_days": TEST_DAYS}
+            | cutoff_params(evaluation)
         )
         mlflow.log_metrics(metrics)
         log_recommender_evaluation(evaluation)
@@ -458,6 +488,7 @@ def evaluate_recommender(settings: Settings, protocols: list[str]) -> list[Evalu
                     "best_baseline": evaluation.best_baseline,
                 }
             )
+            mlflow.log_params(cutoff_params(evaluation))
             mlflow.log_metrics(recommender_metrics(evaluation))
             log_recommender_evaluation(evaluation)
         evaluations.append(evaluation)
@@ -719,14 +750,18 @@ def train_forecaster(settings: Settings, force: bool = False) -> StepResult:
             }
         )
         mlflow.log_params(
-            model.params | {"num_boost_round": model.num_boost_round, "horizon": model.horizon}
+            model.params
+            | {"num_boost_round": model.num_boost_round, "horizon": model.horizon}
+            | window_params(data)
         )
         result, simulation, trade_off, by_series = forecast_backtest(
             data, STEP_STAT_MODELS, client=client
         )
         metrics = log_forecaster_backtest(data, result, simulation, trade_off, by_series)
-        holdout = holdout_score(data, result)
-        mlflow.log_metric(HOLDOUT_METRIC, holdout)
+        on_holdout = holdout_metrics(data, result)
+        mlflow.log_metrics(on_holdout)
+        metrics |= on_holdout
+        holdout = on_holdout[HOLDOUT_METRIC]
         promotions, calendar = data.tables.get("promotions"), data.tables.get("calendar")
         final = model.fit(
             data.features,
@@ -773,6 +808,8 @@ def run_backtest(
             data, ALL_STAT_MODELS, progress=progress, client=client
         )
         log_forecaster_backtest(data, result, simulation, trade_off, by_series)
+        mlflow.log_params(window_params(data))
+        mlflow.log_metrics(holdout_metrics(data, result))
     return result, simulation, trade_off
 
 

@@ -153,7 +153,7 @@ def test_recommender_sweep_tunes_the_ranker_and_is_gated_on_the_trains_holdout(w
         settings, "sweep", "recommender", "--trials", "2", "--study", study_name, timeout=600
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "validation_recall_at_10" in done.stdout and "omnishelf_recall_at_10" in done.stdout
+    assert "validation_recall_at_10" in done.stdout and "holdout_recall_at_10" in done.stdout
     study = optuna.load_study(study_name=study_name, storage=settings.resolved_optuna_storage)
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
     assert len(study.trials) == 2 and study.trials[0].user_attrs.get("default") is True
@@ -164,7 +164,7 @@ def test_recommender_sweep_tunes_the_ranker_and_is_gated_on_the_trains_holdout(w
     assert challenger.tags["model_family"] == "recommender"
     # The sweep's holdout is the one `omnishelf train` scored the champion on.
     assert challenger.tags["holdout"] == champion.tags["holdout"]
-    assert 0.0 <= float(challenger.tags["omnishelf_recall_at_10"]) <= 1.0
+    assert 0.0 <= float(challenger.tags["holdout_recall_at_10"]) <= 1.0
     parent = mlflow.search_runs(
         filter_string=f"tags.study = '{study_name}' and tags.kind = 'sweep'", output_format="list"
     )[0]
@@ -179,12 +179,12 @@ def test_recommender_sweep_tunes_the_ranker_and_is_gated_on_the_trains_holdout(w
     client.set_model_version_tag(
         name, challenger.version, "dataset_fingerprint", champion.tags["dataset_fingerprint"]
     )
-    worse = str(float(champion.tags["omnishelf_recall_at_10"]) - 0.01)
-    client.set_model_version_tag(name, challenger.version, "omnishelf_recall_at_10", worse)
+    worse = str(float(champion.tags["holdout_recall_at_10"]) - 0.01)
+    client.set_model_version_tag(name, challenger.version, "holdout_recall_at_10", worse)
     refused = run_cli(settings, "models", "promote", name)
     assert refused.returncode == 2 and "does not beat champion" in refused.stdout
-    better = str(float(champion.tags["omnishelf_recall_at_10"]) + 0.01)
-    client.set_model_version_tag(name, challenger.version, "omnishelf_recall_at_10", better)
+    better = str(float(champion.tags["holdout_recall_at_10"]) + 0.01)
+    client.set_model_version_tag(name, challenger.version, "holdout_recall_at_10", better)
     promoted = run_cli(settings, "models", "promote", name, "--reason", "recall up")
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr
     assert "beats champion" in promoted.stdout
