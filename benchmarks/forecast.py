@@ -43,6 +43,7 @@ from features.engineering import (  # noqa: E402
     PERIOD,
     UNITS,
     demand_panel,
+    period_grid,
     store_product_features,
 )
 from pipelines import steps  # noqa: E402
@@ -136,10 +137,10 @@ def protocol_table(data: steps.ForecastData) -> tuple[pd.DataFrame, float]:
 def censoring_figures() -> dict[str, float]:
     """Raw-sales vs censoring-aware forecaster on the synthetic retailer, against true demand."""
     tables = synthetic.generate(synthetic.SyntheticConfig())
-    panel = demand_panel(tables, synthetic.FREQ)
-    features = store_product_features(panel, synthetic.FREQ, tables)
-    grid = pd.DatetimeIndex(np.sort(panel[PERIOD].unique()))
+    grid = period_grid(tables["transactions"]["ts"], synthetic.FREQ)
     origin = grid[-28]
+    panel = demand_panel(tables, synthetic.FREQ, selected_before=origin)
+    features = store_product_features(panel, synthetic.FREQ, tables)
     stamp = features[EVENT_TIMESTAMP]
     training = features[(stamp < origin) & (stamp >= grid[28]) & (stamp.dt.dayofweek == 0)]
     history = panel[panel[PERIOD] < origin]
