@@ -276,25 +276,26 @@ def label(candidates: pd.DataFrame, customers: np.ndarray, relevant: list[set]) 
 
 
 class Ranker:
-    """LightGBM lambdarank over candidate rows, grouped by customer."""
+    """LightGBM lambdarank over candidate rows, grouped by customer (and holdout)."""
 
     def __init__(self, params: dict | None = None, num_boost_round: int = NUM_BOOST_ROUND):
         self.params = {**RANKER_PARAMS, **(params or {})}
         self.num_boost_round = num_boost_round
 
-    def fit(self, rows: pd.DataFrame, labels: np.ndarray) -> Ranker:
+    def fit(self, rows: pd.DataFrame, labels: np.ndarray, groups=None) -> Ranker:
+        """`groups`: the query group of each row (rows of one customer in one holdout), by
+        default its customer."""
         rows = rows.reset_index(drop=True)
-        order = np.argsort(rows[CUSTOMER_ID].to_numpy(), kind="stable")
-        rows, labels = rows.iloc[order], np.asarray(labels)[order]
-        # Customers none of whose candidates were bought teach lambdarank nothing.
-        useful = (
-            pd.Series(labels).groupby(rows[CUSTOMER_ID].to_numpy()).transform("max").to_numpy() > 0
-        )
-        rows, labels = rows[useful], labels[useful]
+        groups = rows[CUSTOMER_ID].to_numpy() if groups is None else np.asarray(groups)
+        order = np.argsort(groups, kind="stable")
+        rows, labels, groups = rows.iloc[order], np.asarray(labels)[order], groups[order]
+        # Groups none of whose candidates were bought teach lambdarank nothing.
+        useful = pd.Series(labels).groupby(groups).transform("max").to_numpy() > 0
+        rows, labels, groups = rows[useful], labels[useful], groups[useful]
         numeric = rows.select_dtypes(include=["number", "bool"]).columns
         self.feature_names_ = [c for c in numeric if c not in NOT_FEATURES and "opt_out" not in c]
-        groups = rows.groupby(CUSTOMER_ID, sort=False).size().to_numpy()
-        data = lgb.Dataset(rows[self.feature_names_], labels, group=groups, free_raw_data=True)
+        _, sizes = np.unique(groups, return_counts=True)  # sorted groups: in row order
+        data = lgb.Dataset(rows[self.feature_names_], labels, group=sizes, free_raw_data=True)
         self.booster_ = lgb.train(self.params, data, num_boost_round=self.num_boost_round)
         return self
 

@@ -148,15 +148,13 @@ def fit_ranker(
     labelled windows."""
     if not windows:
         raise ValueError("no earlier holdout to learn a ranker from")
-    # Customers of different holdouts are different ranking groups.
-    rows = pd.concat(
-        [
-            w.rows.assign(**{CUSTOMER_ID: w.rows[CUSTOMER_ID] + i * 2**40})
-            for i, w in enumerate(windows)
-        ],
-        ignore_index=True,
+    rows = pd.concat([w.rows for w in windows], ignore_index=True)
+    # A customer in two holdouts is two ranking groups.
+    window = np.repeat(np.arange(len(windows)), [len(w.rows) for w in windows])
+    groups = rows.groupby([window, rows[CUSTOMER_ID].to_numpy()], sort=False).ngroup()
+    ranker = Ranker(params, num_boost_round).fit(
+        rows, np.concatenate([w.labels for w in windows]), groups.to_numpy()
     )
-    ranker = Ranker(params, num_boost_round).fit(rows, np.concatenate([w.labels for w in windows]))
     # Reminders are about the coming days, which only the time split's calendar defines.
     due = (
         Reminders().fit(rows, np.concatenate([w.soon for w in windows]))

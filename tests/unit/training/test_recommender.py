@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.recommender import BASELINES, FINAL, evaluate_protocol
+from training.recommender import BASELINES, FINAL, WindowRows, evaluate_protocol, fit_ranker
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +99,29 @@ def test_evaluation_table_has_the_model_and_every_baseline_on_one_holdout(shop_t
     recall = evaluation.table["recall_at_10"]
     assert recall[FINAL] > recall["popular"]
     assert set(evaluation.segments["model"]) == {FINAL, evaluation.best_baseline}
+
+
+def test_a_customer_in_two_holdouts_is_two_ranking_groups_whatever_their_ids():
+    """Ids 5 in the second holdout and 5 + 2**40 in the first used to be one query group
+    (id + holdout * 2**40): the first's unbought candidates then taught the second's ranking."""
+    params = {"min_child_samples": 1, "min_data_in_bin": 1, "subsample": 1.0}
+    params |= {"colsample_bytree": 1.0}
+    customers = np.arange(5, 45)
+
+    def window(ids, feature, bought):
+        rows = pd.DataFrame(
+            {
+                "customer_id": np.repeat(ids, len(feature)),
+                "product_id": np.tile(np.arange(len(feature)), len(ids)),
+                "f": np.tile(feature, len(ids)),
+            }
+        )
+        labels = np.tile(bought, len(ids)).astype(np.int8)
+        return WindowRows(None, rows, labels, labels)
+
+    learns = window(customers, [0.0, 1.0], [0, 1])  # bought the higher f
+    unbought = window(customers + 2**40, [2.0, 3.0], [0, 0])  # nothing bought: nothing to learn
+    alone, _ = fit_ranker([learns], params, num_boost_round=10, reminders=False)
+    both, _ = fit_ranker([unbought, learns], params, num_boost_round=10, reminders=False)
+    grid = pd.DataFrame({"f": [0.0, 1.0, 2.0, 3.0]})
+    assert both.score(grid) == pytest.approx(alone.score(grid))
