@@ -3,7 +3,8 @@ reasons and repurchase reminders, in one object that MLflow stores and the servi
 
 Training (`train_ranker`) learns on earlier holdouts of the chosen protocol, so a ranker scored
 on a holdout never saw it; the served model (`NextBestProduct`) refits the generators on all
-history and keeps that ranker.
+history and keeps that ranker. The served model's time features (days since bought, due ratio,
+reminder due dates) are computed for the day of each request.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from features.contract import CATEGORY, CUSTOMER_ID, PRODUCT_ID, STORE_ID
+from features.contract import CATEGORY, CUSTOMER_ID, PRODUCT_ID, STORE_ID, TS
 from features.engineering import EVENT_TIMESTAMP
 from training.candidates import (
     BPR,
@@ -48,7 +49,7 @@ SERVING_RULES = {
 # What a fitted NextBestProduct carries; raise it when that changes, so that
 # `tracking.load_champion` refuses a model an older omnishelf pickled instead of letting every
 # request fail on an attribute it lacks.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Earlier holdouts the ranker learns from, per protocol: next-basket holdouts are small (one
 # basket per customer) and gained from more in exploratory runs; the time split's 28-day
 # windows did not.
@@ -212,12 +213,13 @@ class NextBestProduct:
 
     def fit(self, transactions: pd.DataFrame, products: pd.DataFrame) -> NextBestProduct:
         """Generators on all history, as of the last purchase."""
-        as_of = transactions["ts"].max()
+        as_of = transactions[TS].max()
         self.history_ = build_history(transactions, as_of, products)
         self.pool_ = CandidatePool().fit(self.history_)
         self.features_ = HistoryFeatures().fit(self.history_)  # reads the lines: fit first
         self.history_.lines = None  # only the summaries are needed from here on
         self.as_of_ = as_of
+        self.day_ = as_of.normalize()  # history day 1: request days count from it
         self.home_store_ = self.history_.customers.set_index(CUSTOMER_ID)[STORE_ID]
         self.category_ = self.history_.products.set_index(PRODUCT_ID)[CATEGORY]
         self.categories_ = frozenset(self.category_.unique()) - {""}  # checked per request
@@ -231,6 +233,14 @@ class NextBestProduct:
         if getattr(self, "format_version_", None) != FORMAT_VERSION:
             return "it was fitted by an older omnishelf"
         return None
+
+    def days_later(self, today=None) -> int:
+        """Whole days from the history's last day to `today` (the day of recommending; None:
+        the last day itself). A day before it counts as that day: purchases after `today`
+        cannot be taken out of the history."""
+        if today is None:
+            return 0
+        return max(0, (pd.Timestamp(today).normalize() - self.day_).days)
 
     def knows(self, customer_ids) -> np.ndarray:
         return self.history_.customer_index.get_indexer(np.asarray(customer_ids)) >= 0
@@ -258,9 +268,11 @@ class NextBestProduct:
         include_categories: list[str] | None = None,
         exclude_categories: list[str] | None = None,
         lookup: FeatureLookup | None = None,
+        today=None,
     ) -> pd.DataFrame:
         """Up to `depth` ranked products per customer after the serving rules (stock filters
-        are the caller's: it knows the store's stock)."""
+        are the caller's: it knows the store's stock), with time features as of `today` (see
+        `days_later`)."""
         customer_ids = np.asarray(customer_ids)
         if len(np.unique(customer_ids)) != len(customer_ids):
             raise ValueError("customer_ids must not repeat a customer")
@@ -275,7 +287,11 @@ class NextBestProduct:
             stores = np.where(personal, home, -1)
         frames = []
         if personal.any():
-            frames.append(self._personal(customer_ids[personal], stores[personal], lookup))
+            frames.append(
+                self._personal(
+                    customer_ids[personal], stores[personal], lookup, self.days_later(today)
+                )
+            )
         if (~personal).any():
             frames.append(self._popular(customer_ids[~personal], stores[~personal]))
         frame = pd.concat(frames, ignore_index=True)
@@ -286,9 +302,9 @@ class NextBestProduct:
         frame["reason"] = self._reasons(frame)
         return frame
 
-    def _personal(self, customer_ids, stores, lookup) -> pd.DataFrame:
+    def _personal(self, customer_ids, stores, lookup, days_later: int) -> pd.DataFrame:
         candidates = self.pool_.candidates(customer_ids, stores)
-        rows = self.features_.rows(candidates)
+        rows = self.features_.rows(candidates, days_later)
         stores = pd.Series(stores, index=customer_ids)
         if self.external_columns_:
             if lookup is None:
@@ -368,11 +384,14 @@ class NextBestProduct:
         ]
         return reason
 
-    def due(self, customer_ids, n: int) -> pd.DataFrame:
-        """Repurchase reminders: up to n products per customer due within the reminder window."""
+    def due(self, customer_ids, n: int, today=None) -> pd.DataFrame:
+        """Repurchase reminders: up to n products per customer, most likely within the reminder
+        window first, with their due dates counted from `today` (see `days_later`)."""
         if self.reminders is None:
             return pd.DataFrame(columns=[CUSTOMER_ID, PRODUCT_ID, "probability", "due_in_days"])
-        return self.reminders.due(self.features_, np.asarray(customer_ids), n)
+        return self.reminders.due(
+            self.features_, np.asarray(customer_ids), n, self.days_later(today)
+        )
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """customer_id (and optional k) -> one row per customer x rank (MLflow's pyfunc input);

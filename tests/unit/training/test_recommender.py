@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.recommender import BASELINES, FINAL, WindowRows, evaluate_protocol, fit_ranker
+from training.recommender import (
+    BASELINES,
+    FINAL,
+    WindowRows,
+    evaluate_protocol,
+    fit_ranker,
+)
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +105,35 @@ def test_evaluation_table_has_the_model_and_every_baseline_on_one_holdout(shop_t
     recall = evaluation.table["recall_at_10"]
     assert recall[FINAL] > recall["popular"]
     assert set(evaluation.segments["model"]) == {FINAL, evaluation.best_baseline}
+
+
+def test_time_features_count_from_the_day_of_recommending(served, regular):
+    """A served model answers days after its data end: "days since" and the due dates move
+    with the request's day, as for a customer who bought nothing since."""
+    products = served.history_.pairs.query("customer_id == @regular and baskets >= 2")
+    at_fit = served.rank(np.array([regular]), 200).set_index("product_id")
+    later = served.rank(np.array([regular]), 200, today=served.day_ + pd.Timedelta(days=5))
+    later = later.set_index("product_id")
+    both = at_fit.index.intersection(products["product_id"]).intersection(later.index)
+    assert len(both)
+    assert (later.loc[both, "days_since_bought"] == at_fit.loc[both, "days_since_bought"] + 5).all()
+    assert later.loc[both, "due_ratio"].to_numpy() == pytest.approx(
+        (later.loc[both, "days_since_bought"] / later.loc[both, "cycle_days"]).to_numpy()
+    )
+    assert (later.loc[both, "decayed"] < at_fit.loc[both, "decayed"]).all()
+    product = both[0]
+    assert later.loc[product, "reason"].endswith(
+        f"last {int(later.loc[product, 'days_since_bought']) - 1} days ago"
+    )
+    due = served.due(np.array([regular]), 20).set_index("product_id")["due_in_days"]
+    sooner = served.due(np.array([regular]), 20, today=served.day_ + pd.Timedelta(days=2))
+    sooner = sooner.set_index("product_id")["due_in_days"]
+    common = due.index.intersection(sooner.index)
+    assert len(common)
+    assert sooner[common].to_numpy() == pytest.approx(np.maximum(0, due[common] - 2).to_numpy())
+    # The data's own last day, or a day before it, is the history as fitted.
+    before = served.due(np.array([regular]), 20, today=served.day_ - pd.Timedelta(days=3))
+    assert before.set_index("product_id")["due_in_days"].equals(due)
 
 
 def test_a_customer_in_two_holdouts_is_two_ranking_groups_whatever_their_ids():
