@@ -228,9 +228,9 @@ class HistoryFeatures:
         customers = self.customers_.reindex(candidates[CUSTOMER_ID]).reset_index(drop=True)
         products = self.products_.reindex(candidates[PRODUCT_ID]).reset_index(drop=True)
         candidates = candidates.reset_index(drop=True)
-        if days_later:
-            pair[["last_day", "first_day"]] += days_later
-            customers[["days_since_last_basket", "customer_tenure_days"]] += days_later
+        if days_later:  # days since bought and since the category move below, in numpy
+            customers["days_since_last_basket"] += days_later
+            customers["customer_tenure_days"] += days_later
             customers["customer_basket_rate"] = (
                 customers["customer_baskets"] / customers["customer_tenure_days"]
             )
@@ -252,7 +252,7 @@ class HistoryFeatures:
             axis=1,
         )
         frame["baskets_since_bought"] = pair["baskets_since"].to_numpy()
-        frame["days_since_bought"] = pair["last_day"].to_numpy()
+        frame["days_since_bought"] = pair["last_day"].to_numpy() + days_later
         cycle = (pair["first_day"] - pair["last_day"]) / (pair["baskets"] - 1)
         frame["cycle_days"] = cycle.where(pair["baskets"] >= 2).to_numpy()
         frame["due_ratio"] = frame["days_since_bought"] / frame["cycle_days"]
