@@ -2,8 +2,9 @@
 reasons and repurchase reminders, in one object that MLflow stores and the service loads.
 
 Training (`train_ranker`) learns on earlier holdouts of the chosen protocol, so a ranker scored
-on a holdout never saw it; the served model (`NextBestProduct`) refits the generators on all
-history and keeps that ranker. The served model's time features (days since bought, due ratio,
+on a holdout never saw it; after scoring, the ranker is refit on the newest holdouts, up to the
+data's last day (`Refit`), and the served model (`NextBestProduct`) refits the generators on all
+history around that ranker. The served model's time features (days since bought, due ratio,
 reminder due dates) are computed for the day of each request.
 """
 
@@ -165,6 +166,25 @@ def fit_ranker(
     return ranker, due
 
 
+def training_windows(
+    holdout: Holdout,
+    products: pd.DataFrame,
+    lookup: FeatureLookup | None = None,
+    holdouts: int | None = None,
+    progress: bool = False,
+) -> list[WindowRows]:
+    """The labelled rows of `holdouts` earlier holdouts of the same protocol, newest first."""
+    earlier = earlier_holdouts(holdout, holdouts or TRAINING_HOLDOUTS[holdout.protocol])
+    if not earlier:
+        raise ValueError(
+            f"the history before the {holdout.protocol} holdout is too short to learn a ranker"
+        )
+    return [
+        window_rows(inner, products, lookup)
+        for inner in tqdm(earlier, desc=f"{holdout.protocol}: ranker rows", disable=not progress)
+    ]
+
+
 def train_ranker(
     holdout: Holdout,
     products: pd.DataFrame,
@@ -174,16 +194,7 @@ def train_ranker(
 ) -> tuple[Ranker, Reminders | None]:
     """A ranker (and the reminder model) learned on `holdouts` earlier holdouts of the same
     protocol."""
-    earlier = earlier_holdouts(holdout, holdouts or TRAINING_HOLDOUTS[holdout.protocol])
-    if not earlier:
-        raise ValueError(
-            f"the history before the {holdout.protocol} holdout is too short to learn a ranker"
-        )
-    windows = [
-        window_rows(inner, products, lookup)
-        for inner in tqdm(earlier, desc=f"{holdout.protocol}: ranker rows", disable=not progress)
-    ]
-    return fit_ranker(windows)
+    return fit_ranker(training_windows(holdout, products, lookup, holdouts, progress))
 
 
 def ranked_lists(window: WindowRows, scores: np.ndarray, depth: int) -> np.ndarray:
@@ -429,6 +440,18 @@ DEPTH = 50
 
 
 @dataclass
+class Refit:
+    """The ranker (and reminder model) learned again once the evaluation is done, on as many
+    holdouts as before with the evaluated one newest: what is served, so that it has learned
+    from the data's last weeks. Nothing is left to score it on: the figures reported for it
+    are the evaluation's, of the ranker learned before the cut-off."""
+
+    ranker: Ranker
+    reminders: Reminders | None
+    fit_until: pd.Timestamp  # the last moment of the data it learned from
+
+
+@dataclass
 class Evaluation:
     protocol: str
     holdout: Holdout
@@ -438,6 +461,7 @@ class Evaluation:
     reminder_scores: dict[str, float]
     ranker: Ranker
     reminders: Reminders | None
+    refit: Refit | None = None  # with `evaluate_protocol(refit=True)`
 
     @property
     def best_baseline(self) -> str:
@@ -481,12 +505,18 @@ def evaluate_protocol(
     lookup: FeatureLookup | None = None,
     baselines=BASELINES,
     progress: bool = False,
+    refit: bool = False,
 ) -> Evaluation:
-    """The final model and every baseline on the same holdout, in one table."""
+    """The final model and every baseline on the same holdout, in one table; with `refit`,
+    the ranker then learned again up to the data's last day (`Refit`)."""
     holdout = split(transactions, protocol)
     if len(holdout.customers) == 0:
         raise ValueError(f"{protocol}: no customer has both history and a target to score")
-    ranker, reminders = train_ranker(holdout, products, lookup, progress=progress)
+    windows = training_windows(holdout, products, lookup, progress=progress)
+    ranker, reminders = fit_ranker(windows)
+    # The refit learns on as many holdouts, the evaluated one newest: the oldest goes now.
+    newer = windows[:-1] if refit else []
+    del windows
     history = build_history(holdout.history, holdout.as_of, products)
     pool = CandidatePool().fit(history)
     window = labelled(holdout, candidate_rows(history, pool, holdout.customers, lookup))
@@ -522,6 +552,17 @@ def evaluate_protocol(
             reminder_scores[f"reminder_baseline_precision_at_{k}"] = precision_at_k(
                 rows[repeat], rows.loc[repeat, "decayed"].to_numpy(), soon[repeat], k
             )
+    latest = (
+        Refit(*fit_ranker([window, *newer]), fit_until=transactions[TS].max()) if refit else None
+    )
     return Evaluation(
-        protocol, holdout, table, curves, pd.DataFrame(parts), reminder_scores, ranker, reminders
+        protocol,
+        holdout,
+        table,
+        curves,
+        pd.DataFrame(parts),
+        reminder_scores,
+        ranker,
+        reminders,
+        latest,
     )

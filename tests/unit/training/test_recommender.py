@@ -160,3 +160,18 @@ def test_a_customer_in_two_holdouts_is_two_ranking_groups_whatever_their_ids():
     both, _ = fit_ranker([unbought, learns], params, num_boost_round=10, reminders=False)
     grid = pd.DataFrame({"f": [0.0, 1.0, 2.0, 3.0]})
     assert both.score(grid) == pytest.approx(alone.score(grid))
+
+
+def test_the_served_ranker_is_refit_up_to_the_datas_last_day(served, shop_tables):
+    transactions = shop_tables["transactions"]
+    evaluation = evaluate_protocol(
+        transactions, shop_tables["products"], "time_split", baselines=("popular",), refit=True
+    )
+    refit = evaluation.refit
+    assert refit.fit_until == transactions["ts"].max()
+    assert evaluation.holdout.as_of.max() < refit.fit_until  # the evaluation's cut-off
+    assert refit.reminders is not None
+    # Learned on other windows (the evaluated one newest), it scores the same rows otherwise.
+    customers = served.history_.customer_index[:20].to_numpy()
+    rows = served.features_.rows(served.pool_.candidates(customers))
+    assert not np.allclose(refit.ranker.score(rows), evaluation.ranker.score(rows))
