@@ -377,7 +377,8 @@ class OnlineFeatureLookup:
     """Online features of every view of a service for rows of mixed entities (customer x product
     x store), named `view__feature` like `historical_view_features`: each view is read once per
     distinct key. Views in `cached` (slow-moving product and store profiles) are kept after the
-    first read, so a ranked list of 200 products costs one customer read."""
+    first read, so a ranked list of 200 products costs one customer read, until `clear` (newer
+    data was materialised)."""
 
     def __init__(self, store, service: str, cached: tuple[str, ...] = ()):
         self.readers = {
@@ -390,6 +391,11 @@ class OnlineFeatureLookup:
         self.cache: dict[str, pd.DataFrame] = {}
         # Request threads share the cache: two adding the same key would duplicate its rows.
         self.lock = threading.Lock()
+
+    def clear(self) -> None:
+        """Forget the kept rows: the next read of each view asks the online store again."""
+        with self.lock:
+            self.cache.clear()
 
     def __call__(self, keys: pd.DataFrame) -> pd.DataFrame:
         joined = keys.reset_index(drop=True)

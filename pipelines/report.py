@@ -139,10 +139,11 @@ def _orders(settings: Settings, day: pd.Timestamp) -> pd.DataFrame:
 
 
 def _due_customers(settings: Settings, transactions: pd.DataFrame, day: pd.Timestamp) -> int:
-    """Customers with a product likely due within the reminder window (the champion's model)."""
+    """Customers with a product likely due within the reminder window (the champion's model),
+    counted from the morning after the report day, as the service counts from the data clock."""
     model, _ = tracking.load_champion(settings.recommender_name)
     active = transactions.loc[transactions[TS] >= kpis.window(day)[0], CUSTOMER_ID].unique()
-    due = model.due(active, n=5)
+    due = model.due(active, n=5, today=day + pd.Timedelta(days=1))
     likely = due[(due["probability"] >= DUE_PROBABILITY) & (due["due_in_days"] <= 7)]
     return int(likely[CUSTOMER_ID].nunique())
 

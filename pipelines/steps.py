@@ -402,8 +402,10 @@ def offline_lookup(settings: Settings):
 
 
 def train_recommender(settings: Settings, force: bool = False) -> StepResult:
-    """Generators + ranker scored against the baselines on a 28-day time split, then the
-    generators refit on all history and the model registered as champion."""
+    """Generators + ranker scored against the baselines on a 28-day time split; then the ranker
+    refit on the newest windows and the generators on all history, and that model registered
+    as champion, tagged with the day its data end (`fit_until`) and the run whose figures
+    describe it (`metrics_of`: this run's, from the ranker learned before the cut-off)."""
     began = time.perf_counter()
     info = load_info(settings.tables_dir)
     _, fingerprint = resolution(settings)
@@ -421,9 +423,12 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
         offline_lookup(settings),
         STEP_BASELINES,
         progress=True,
+        refit=True,
     )
     metrics = recommender_metrics(evaluation)
-    with mlflow.start_run(run_name="recommender"):
+    refit = evaluation.refit
+    fit_until = {"fit_until": f"{refit.fit_until:%Y-%m-%d}"}
+    with mlflow.start_run(run_name="recommender") as run:
         mlflow.set_tags(
             {
                 **run_tags(info, fingerprint),
@@ -432,6 +437,7 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
                 "holdout_window": evaluation.holdout.window,
                 "best_baseline": evaluation.best_baseline,
             }
+            | fit_until
         )
         mlflow.log_params(
             {f"ranker_{k}": v for k, v in evaluation.ranker.params.items()}
@@ -441,7 +447,7 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
         )
         mlflow.log_metrics(metrics)
         log_recommender_evaluation(evaluation)
-        served = NextBestProduct(evaluation.ranker, evaluation.reminders).fit(
+        served = NextBestProduct(refit.ranker, refit.reminders).fit(
             tables["transactions"], tables["products"]
         )
         registered = tracking.register(
@@ -453,7 +459,9 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
                 RECOMMENDER_HOLDOUT_METRIC,
                 metrics[RECOMMENDER_HOLDOUT_METRIC],
             )
-            | {"serving_rules": json.dumps(SERVING_RULES), "model_family": "recommender"},
+            | {"serving_rules": json.dumps(SERVING_RULES), "model_family": "recommender"}
+            | fit_until
+            | {"metrics_of": run.info.run_id},
         )
     return StepResult(
         "recommender",

@@ -25,6 +25,7 @@ import pandas as pd
 import sqlalchemy.exc
 from mlflow import MlflowClient
 
+from features.contract import TS
 from features.dataset import load_info
 from features.identity import resolution
 from features.settings import Settings
@@ -255,7 +256,6 @@ def recommender_tuning(
         if progress is not None:
             progress(f"candidate rows of window {number} of {len(found)}")
         windows.append(window_rows(window, products, lookup))
-    fitted: dict = {}  # the holdout's ranker, kept for registering it
 
     def ranker_before(config: dict, first: int, reminders: bool = True):
         learned = windows[first : first + learn_from]
@@ -269,14 +269,20 @@ def recommender_tuning(
         return recall_at_k(window.holdout.relevant, lists, 10)
 
     def holdout_score(config: dict) -> float:
-        fitted[repr(config)] = ranker, reminders = ranker_before(config, 1)
+        ranker, _ = ranker_before(config, 1, reminders=False)
         lists = ranked_lists(windows[0], ranker.score(windows[0].rows), 10)
         return recall_at_k(holdout.relevant, lists, 10)
 
     def register(config: dict, tags: dict[str, str]) -> str:
-        ranker, reminders = fitted.get(repr(config)) or ranker_before(config, 1)
+        # Served: the configuration learned again on the newest windows, the holdout's
+        # included, up to the data's last day; its figures are the sweep run's.
+        ranker, reminders = ranker_before(config, 0)
         served = NextBestProduct(ranker, reminders).fit(transactions, products)
-        tags = tags | {"serving_rules": json.dumps(SERVING_RULES)}
+        tags = tags | {
+            "serving_rules": json.dumps(SERVING_RULES),
+            "fit_until": f"{transactions[TS].max():%Y-%m-%d}",
+            "metrics_of": mlflow.active_run().info.run_id,
+        }
         return tracking.register(served, settings.recommender_name, tags, alias=CHALLENGER)
 
     return Tuning(

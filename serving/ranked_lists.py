@@ -8,20 +8,22 @@ products its rules allow: when at least k remain, they are exactly the first k t
 with those rules would give. When fewer remain and the list was cut at `depth`, the caller ranks
 the request in full.
 
-A customer's list is tied to the stamp of the profile it was ranked with; a request that reads a
-newer profile (a new materialisation) ranks again. Lists of known customers at their usual
-store are ranked in one batch when the service starts (`warm`); others on first use, and the
-least recently used of those are dropped beyond `capacity`.
+Time features (days since bought, due ratio) are the request day's, so lists and reminders are
+kept per day: a new day ranks again. A customer's list is also tied to the stamp of the profile
+it was ranked with; a request that reads a newer profile (a new materialisation) ranks again.
+Lists of known customers at their usual store are ranked in one batch for a day (`warm`: when
+the service starts, and ahead of a new day); others on first use, and the least recently used
+are dropped beyond `capacity`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+from cachetools import LRUCache
 
 from features.contract import CUSTOMER_ID, PRODUCT_ID
 from serving.schemas import MAX_REMINDERS
@@ -97,57 +99,78 @@ def as_ranked_list(frame: pd.DataFrame, categories: pd.Series, depth: int) -> Ra
 
 
 class RankedLists:
-    """Ranked lists of one model, by (customer, store); safe to share between request threads."""
+    """Ranked lists of one model, by (customer, store, day), and reminders, by (customer, day),
+    each in a least-recently-used cache of `capacity`; safe to share between request threads.
+    `today` is the day of recommending (a `pd.Timestamp`; see `NextBestProduct.days_later`)."""
 
     def __init__(self, model, lookup, depth: int, capacity: int):
         self.model, self.lookup, self.depth = model, lookup, depth
-        self.capacity = capacity
-        self.lists: OrderedDict[tuple[int, int], RankedList] = OrderedDict()
-        self.due: dict[int, list[dict]] = {}  # reminders as answered, most probable first
+        self.lists: LRUCache[tuple, RankedList] = LRUCache(capacity)
+        self.due: LRUCache[tuple, list[dict]] = LRUCache(capacity)  # as answered, likeliest first
         self.known = frozenset(model.history_.customer_index.tolist())  # who can be personal
         self.home = model.home_store_.to_dict()  # a dict: a Series lookup costs 15 us a request
         self.lock = threading.Lock()
 
-    def key(self, customer_id: int | None, store_id: int | None, personal: bool) -> tuple:
-        if not personal:  # popular at the request's store, or overall without one
-            return NOT_PERSONAL, NOT_PERSONAL if store_id is None else store_id
+    def key(
+        self, customer_id: int | None, store_id: int | None, personal: bool, today: pd.Timestamp
+    ) -> tuple:
+        if not personal:  # popular at the request's store, or overall without one: any day
+            return NOT_PERSONAL, NOT_PERSONAL if store_id is None else store_id, None
         if store_id is None:
             store_id = int(self.home.get(customer_id, NOT_PERSONAL))
-        return customer_id, store_id
+        return customer_id, store_id, today
 
-    def warm(self, stamps: pd.Series, chunk: int = 500) -> int:
+    def warm(self, stamps: pd.Series, today: pd.Timestamp, chunk: int = 500) -> int:
         """Rank every customer of `stamps` (known customer -> profile stamp) at their usual
-        store, in chunks so that requests are served in between; and their reminders. Returns
-        how many."""
+        store for `today`, in chunks so that requests are served in between; and their
+        reminders. Returns how many."""
         customers = stamps.index.to_numpy()
         ranked = 0
         for begin in range(0, len(customers), chunk):
             part = customers[begin : begin + chunk]
             frame = self.model.rank(
-                part, self.depth, personalize=np.ones(len(part), bool), lookup=self.lookup
+                part,
+                self.depth,
+                personalize=np.ones(len(part), bool),
+                lookup=self.lookup,
+                today=today,
             )
             lists = split_ranked(frame, self.model.category_, self.depth, stamps)
-            due = self._reminder_answers(part)
+            due = self._reminder_answers(part, today)
             with self.lock:
                 for customer, ranked_list in lists.items():
-                    self.lists[self.key(customer, None, True)] = ranked_list
-                self.due.update(due)
+                    self.lists[self.key(customer, None, True, today)] = ranked_list
+                for customer, answers in due.items():
+                    self.due[customer, today] = answers
             ranked += len(part)
         return ranked
 
-    def get_many(
-        self, customer_ids: list, store_id: int | None, personal: np.ndarray, stamps: list
-    ) -> list[RankedList]:
-        """The list of each customer (or the popular one) at the store: kept ones, and the
-        rest ranked now in one call (those not kept, or kept with an older profile stamp)."""
-        keys = [self.key(c, store_id, p) for c, p in zip(customer_ids, personal, strict=True)]
+    def forget_days_before(self, today: pd.Timestamp) -> None:
+        """Drop what was kept for earlier days (once `today`'s are ranked ahead)."""
         with self.lock:
-            found = [self.lists.get(key) for key in keys]
-            for i, key in enumerate(keys):
+            for cache in (self.lists, self.due):
+                for key in [k for k in cache if k[-1] is not None and k[-1] < today]:
+                    del cache[key]
+
+    def get_many(
+        self,
+        customer_ids: list,
+        store_id: int | None,
+        personal: np.ndarray,
+        stamps: list,
+        today: pd.Timestamp,
+    ) -> list[RankedList]:
+        """The list of each customer (or the popular one) at the store for `today`: kept ones,
+        and the rest ranked now in one call (those not kept, or kept with an older profile
+        stamp)."""
+        keys = [
+            self.key(c, store_id, p, today) for c, p in zip(customer_ids, personal, strict=True)
+        ]
+        with self.lock:
+            found = [self.lists.get(key) for key in keys]  # a hit counts as recent use
+            for i in range(len(keys)):
                 if found[i] is not None and personal[i] and found[i].stamp != stamps[i]:
                     found[i] = None  # a newer profile: rank again
-                elif found[i] is not None:
-                    self.lists.move_to_end(key)
         missing = [i for i, f in enumerate(found) if f is None]
         if not missing:
             return found
@@ -161,6 +184,7 @@ class RankedLists:
                 store_id=store_id,
                 personalize=np.ones(len(customers), bool),
                 lookup=self.lookup,
+                today=today,
             )
             ranked = split_ranked(
                 frame,
@@ -178,30 +202,31 @@ class RankedLists:
                 store_id=store_id,
                 personalize=np.zeros(1, bool),
             )
-            fresh[self.key(None, store_id, False)] = as_ranked_list(
+            fresh[self.key(None, store_id, False, today)] = as_ranked_list(
                 frame, self.model.category_, self.depth
             )
         with self.lock:
             for key, ranked_list in fresh.items():
-                self.lists[key] = ranked_list
-            while len(self.lists) > self.capacity:
-                self.lists.popitem(last=False)
+                self.lists[key] = ranked_list  # the least recently used go beyond capacity
         return [fresh[keys[i]] if f is None else f for i, f in enumerate(found)]
 
-    def reminders(self, customer_id: int, n: int) -> list[dict]:
-        """Up to n due repurchases of a known customer (history only: kept per model)."""
+    def reminders(self, customer_id: int, n: int, today: pd.Timestamp) -> list[dict]:
+        """Up to n due repurchases of a known customer on `today` (from the model's history
+        and the day: kept per model and day)."""
         with self.lock:
-            due = self.due.get(customer_id)
+            due = self.due.get((customer_id, today))
         if due is None:
-            due = self._reminder_answers(np.array([customer_id]))[customer_id]
+            due = self._reminder_answers(np.array([customer_id]), today)[customer_id]
             with self.lock:
-                self.due[customer_id] = due
+                self.due[customer_id, today] = due
         return due[:n]
 
-    def _reminder_answers(self, customers: np.ndarray) -> dict[int, list[dict]]:
+    def _reminder_answers(
+        self, customers: np.ndarray, today: pd.Timestamp
+    ) -> dict[int, list[dict]]:
         """Customer -> reminders as answered; an empty list for customers with none due."""
         none = {int(customer): [] for customer in customers}
-        due = self.model.due(customers, MAX_REMINDERS)
+        due = self.model.due(customers, MAX_REMINDERS, today=today)
         if due.empty:
             return none
         answers = pd.DataFrame(

@@ -1,8 +1,10 @@
 """The omnishelf service: next-best-product, demand forecast and restock orders over HTTP.
 
 Models come from the MLflow registry (the `champion` alias) and features from the Feast online
-store, both once at start-up. BentoML adds /healthz, /livez, /readyz, /metrics and the OpenAPI
-page at /docs.
+store. A watcher swaps in a new champion when its alias moves, and follows the clock: when newer
+data is materialised (or, on the wall clock, a day passes), recommendations and reminders are
+ranked for the new day without retraining. BentoML adds /healthz, /livez, /readyz, /metrics and
+the OpenAPI page at /docs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import bentoml
 from starlette.exceptions import HTTPException
@@ -79,6 +81,12 @@ RESTOCK_INPUTS = ("on_hand", "on_order", "lead_time_days", "pack_size", "min_ord
 def model_inputs(model, features: pd.DataFrame) -> pd.DataFrame:
     """The columns a forecaster reads, from online features as of its origin."""
     return features[[STORE_ID, PRODUCT_ID, EVENT_TIMESTAMP, *model.input_names_]]
+
+
+def today(clock: datetime | None) -> pd.Timestamp:
+    """The day of recommending: the data clock's (the newest materialised data: replays and
+    tests are deterministic), or the wall clock's without one."""
+    return pd.Timestamp(clock or datetime.now(UTC).replace(tzinfo=None)).normalize()
 
 
 def not_found(field: str, message: str) -> JSONResponse:
@@ -185,15 +193,12 @@ class Omnishelf:
             self.ranker_features = OnlineFeatureLookup(
                 self.feature_store, "ranker_v1", cached=("product_profile", "store_daily")
             )
-            # "Now" for freshness: the newest materialised data, or the wall clock in production.
-            self.clock = (
-                data_clock(self.feature_store, CLOCK_VIEWS)
-                if self.settings.feature_clock == "data"
-                else None
-            )
+            self.materialised, self.clock = self._read_clock()
         except Exception as error:  # any failure here means "not ready", reported on /readyz
             self.feature_store = None
+            self.materialised, self.clock = (), None
             self.problems.append(f"feature store at {self.settings.feast_dir} unusable: {error}")
+        self.today = today(self.clock)
         mlflow.set_tracking_uri(self.settings.resolved_tracking_uri)  # read only: no experiment
         self.champions = {
             "recommender": self._with_lists(load_champion(self.settings.recommender_name)),
@@ -202,7 +207,7 @@ class Omnishelf:
         if lists := self.champions["recommender"].lists:  # ready once they are ranked
             self.warming = self.champions["recommender"].label
             threading.Thread(
-                target=self._warm, args=(lists, True), name="warm", daemon=True
+                target=self._warm, args=(lists, self.today, True), name="warm", daemon=True
             ).start()
         for problem in self._problems():
             log.error("not ready: %s", problem)
@@ -212,15 +217,17 @@ class Omnishelf:
         """The recommender with its (empty) ranked lists."""
         if champion.model is None or self.feature_store is None:
             return champion
-        capacity = len(champion.model.history_.customer_index) + EXTRA_LISTS
+        # Room for two days of the known customers' lists: a new day's are ranked while the
+        # current day's answer (`_follow_clock`).
+        capacity = 2 * len(champion.model.history_.customer_index) + EXTRA_LISTS
         lists = RankedLists(
             champion.model, self.ranker_features, self.settings.rank_depth, capacity
         )
         return replace(champion, lists=lists)
 
-    def _warm(self, lists: RankedLists, settle: bool = False) -> None:
-        """Rank every consenting known customer at their usual store ahead of their requests;
-        then, with `settle`, take what is alive out of the garbage collector's sight."""
+    def _warm(self, lists: RankedLists, day: pd.Timestamp, settle: bool = False) -> None:
+        """Rank every consenting known customer at their usual store for `day` ahead of their
+        requests; then, with `settle`, take what is alive out of the garbage collector's sight."""
         began = time.perf_counter()
         try:
             customers = lists.model.history_.customer_index
@@ -232,7 +239,7 @@ class Omnishelf:
                 np.array(profile_stamps(profiles["feature_ts"]))[consenting],
                 index=customers[consenting],
             )
-            ranked = lists.warm(stamps)
+            ranked = lists.warm(stamps, day)
             log.warning("ranked %d customers ahead in %.1f s", ranked, time.perf_counter() - began)
         except Exception as error:  # lists are then ranked on first request instead
             log.warning("ranking ahead stopped: %s: %s", type(error).__name__, error)
@@ -250,11 +257,44 @@ class Omnishelf:
 
     def _watch_aliases(self) -> None:
         """Serve the new champion when its alias moves (`omnishelf models promote`): load it
-        beside the old one, then swap. A version that fails to load leaves the old one serving."""
+        beside the old one, then swap. A version that fails to load leaves the old one serving.
+        Then follow the clock (`_follow_clock`)."""
         while True:
             time.sleep(self.settings.reload_seconds)
-            if self._reload_moved_champions():
+            swapped = self._reload_moved_champions()
+            if self._follow_clock() or swapped:
                 settle_heap()  # the old versions' objects are garbage now: collected here
+
+    def _read_clock(self) -> tuple[tuple, datetime | None]:
+        """The end of each clock view's newest materialisation (any change is new data), and
+        "now" for freshness: the newest of them, or None for the wall clock."""
+        ends = tuple(data_clock(self.feature_store, [view]) for view in CLOCK_VIEWS)
+        known = [end for end in ends if end is not None]
+        return ends, max(known) if known and self.settings.feature_clock == "data" else None
+
+    def _follow_clock(self) -> bool:
+        """After a new materialisation (or, on the wall clock, at a new day): the kept product
+        and store profiles are read again, and, at a new day, the known customers are ranked
+        for it before requests are answered for it. Whether anything moved."""
+        if self.feature_store is None:
+            return False
+        try:
+            materialised, clock = self._read_clock()
+        except Exception as error:  # the registry is down: keep the day we have
+            log.warning("feature registry unreachable: %s", type(error).__name__)
+            return False
+        day = today(clock)
+        if materialised == self.materialised and day == self.today:
+            return False
+        self.ranker_features.clear()  # views are materialised one by one: cleared after each
+        lists = self.champions["recommender"].lists
+        if day != self.today and lists is not None:
+            self._warm(lists, day)  # the current day is answered meanwhile
+        self.materialised, self.clock, self.today = materialised, clock, day
+        if lists is not None:
+            lists.forget_days_before(day)
+        log.warning("data until %s: answering for %s", clock, f"{day:%Y-%m-%d}")
+        return True
 
     def _reload_moved_champions(self) -> bool:
         """Swap in each champion whose alias moved; whether any was."""
@@ -273,7 +313,7 @@ class Omnishelf:
                 log.error("not reloading %s: %s", champion.name, loaded.problem)
                 continue
             if family == "recommender" and (loaded := self._with_lists(loaded)).lists:
-                self._warm(loaded.lists)  # the old version serves meanwhile
+                self._warm(loaded.lists, self.today)  # the old version serves meanwhile
             self.champions[family] = loaded
             swapped = True
             log.warning("now serving %s (was %s)", loaded.label, champion.version)
@@ -372,16 +412,17 @@ class Omnishelf:
         and their reminders: from the kept ranked lists, ranking in full only where the rules
         leave a kept list short."""
         lists: RankedLists = champion.lists
+        day = self.today  # read once: a new day mid-request would mix two
         personal = np.array([c.personal for c in customers])
         ids = [c.id for c in customers]
         stamps = [c.stamp for c in customers]
         try:
-            ranked = lists.get_many(ids, body.store_id, personal, stamps)
+            ranked = lists.get_many(ids, body.store_id, personal, stamps, day)
         except Exception as error:  # the ranker's features failed: popular still answers
             log.warning("ranker features unavailable: %s", type(error).__name__)
             customers = [c.without_personal(UNREACHABLE) for c in customers]
             personal[:] = False
-            ranked = lists.get_many(ids, body.store_id, personal, stamps)
+            ranked = lists.get_many(ids, body.store_id, personal, stamps, day)
         shown = [
             r.allowed(body.exclude_purchased, body.include_categories, body.exclude_categories)
             for r in ranked
@@ -399,7 +440,7 @@ class Omnishelf:
         answers = []
         for customer, ranked_list, positions in zip(customers, ranked, shown, strict=True):
             if len(positions) < body.k and not ranked_list.complete:
-                exact = self._ranked_in_full(champion, customer, body)
+                exact = self._ranked_in_full(champion, customer, body, day)
                 if isinstance(exact, JSONResponse):
                     return exact
                 customer, ranked_list, positions = exact
@@ -407,13 +448,13 @@ class Omnishelf:
                 customer.answer(
                     ranked_list,
                     positions[: body.k],
-                    self._reminders(lists, customer, body.reminders),
+                    self._reminders(lists, customer, body.reminders, day),
                 )
             )
         return answers
 
     def _ranked_in_full(
-        self, champion, customer: Customer, body
+        self, champion, customer: Customer, body, day: pd.Timestamp
     ) -> tuple[Customer, RankedList, np.ndarray] | JSONResponse:
         """One customer ranked with the rules applied before the depth cut (kept lists are cut
         first): the rare request whose rules leave fewer than k of a kept list. A failing
@@ -432,6 +473,7 @@ class Omnishelf:
                 include_categories=body.include_categories,
                 exclude_categories=body.exclude_categories,
                 lookup=self.ranker_features if personal else None,
+                today=day,
             )
 
         try:
@@ -453,8 +495,8 @@ class Omnishelf:
         return customer, ranked_list, positions
 
     @staticmethod
-    def _reminders(lists: RankedLists, customer: Customer, n: int) -> list[dict]:
-        return lists.reminders(customer.id, n) if customer.personal and n else []
+    def _reminders(lists: RankedLists, customer: Customer, n: int, day) -> list[dict]:
+        return lists.reminders(customer.id, n, day) if customer.personal and n else []
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     def recommend(self, **request) -> RecommendResponse:
@@ -494,7 +536,7 @@ class Omnishelf:
         [customer] = self._customers(champion.lists, [body])
         return RemindersResponse(
             customer_id=customer.id,
-            reminders=self._reminders(champion.lists, customer, body.n),
+            reminders=self._reminders(champion.lists, customer, body.n, self.today),
             personalized=customer.personal,
             fallback=customer.fallback,
             model_version=champion.label,

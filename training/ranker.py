@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from features.contract import CATEGORY, CUSTOMER_ID, PRODUCT_ID, STORE_ID
 from training.candidates import (
     ALS,
+    RECENCY_HALF_LIFE_DAYS,
     History,
     ItemItem,
     NewInCategory,
@@ -214,24 +215,44 @@ class HistoryFeatures:
             votes[at] = scores[np.searchsorted(block, rows[at]), column]
         return votes
 
-    def rows(self, candidates: pd.DataFrame) -> pd.DataFrame:
+    def rows(self, candidates: pd.DataFrame, days_later: int = 0) -> pd.DataFrame:
+        """The features of each candidate row. `days_later`: days from the history's moment to
+        the day of recommending (a served model answering after its data ended): the day
+        counts grow and the recency weights decay by that much, as for a customer who bought
+        nothing since; counts in fixed windows (`baskets_28d`, the product's recent buyers)
+        stay as the history left them."""
         keys = pd.MultiIndex.from_frame(candidates[[CUSTOMER_ID, PRODUCT_ID]])
         pair = self.pairs_.reindex(keys)
         counts = [c for c in pair.columns if c.startswith(("baskets", "in_last", "decayed"))]
         pair[counts] = pair[counts].fillna(0.0)
+        customers = self.customers_.reindex(candidates[CUSTOMER_ID]).reset_index(drop=True)
+        products = self.products_.reindex(candidates[PRODUCT_ID]).reset_index(drop=True)
+        candidates = candidates.reset_index(drop=True)
+        if days_later:  # days since bought and since the category move below, in numpy
+            customers["days_since_last_basket"] += days_later
+            customers["customer_tenure_days"] += days_later
+            customers["customer_basket_rate"] = (
+                customers["customer_baskets"] / customers["customer_tenure_days"]
+            )
+            products["product_age_days"] += days_later
+            # Every basket ages alike: a decayed count decays by one factor.
+            later = np.exp2(-days_later / RECENCY_HALF_LIFE_DAYS)
+            pair["decayed"] *= later
+            if "repurchase_score" in candidates:  # the repurchase generator's decayed count
+                candidates["repurchase_score"] *= later
         frame = pd.concat(
             [
-                candidates.reset_index(drop=True),
+                candidates,
                 pair.drop(columns=["last_day", "first_day", "baskets_since"]).reset_index(
                     drop=True
                 ),
-                self.customers_.reindex(candidates[CUSTOMER_ID]).reset_index(drop=True),
-                self.products_.reindex(candidates[PRODUCT_ID]).reset_index(drop=True),
+                customers,
+                products,
             ],
             axis=1,
         )
         frame["baskets_since_bought"] = pair["baskets_since"].to_numpy()
-        frame["days_since_bought"] = pair["last_day"].to_numpy()
+        frame["days_since_bought"] = pair["last_day"].to_numpy() + days_later
         cycle = (pair["first_day"] - pair["last_day"]) / (pair["baskets"] - 1)
         frame["cycle_days"] = cycle.where(pair["baskets"] >= 2).to_numpy()
         frame["due_ratio"] = frame["days_since_bought"] / frame["cycle_days"]
@@ -241,7 +262,8 @@ class HistoryFeatures:
         frame["category_affinity"] = np.nan_to_num(self.affinity_.reindex(by_category).to_numpy())
         frame["due_vs_product"] = frame["days_since_bought"] / frame["product_median_cycle"]
         for half_life, decayed in self.half_lives_.items():
-            frame[f"decayed_{half_life}"] = decayed.reindex(keys).fillna(0.0).to_numpy()
+            later = np.exp2(-days_later / half_life)
+            frame[f"decayed_{half_life}"] = decayed.reindex(keys).fillna(0.0).to_numpy() * later
         customer = frame.groupby(CUSTOMER_ID)
         for column in ("decayed", "baskets"):
             frame[f"{column}_rank_in_customer"] = customer[column].rank(
@@ -249,7 +271,7 @@ class HistoryFeatures:
             )
         frame["decayed_share"] = frame["decayed"] / customer["decayed"].transform("sum")
         visits = self.category_visits_.reindex(by_category)
-        frame["category_days_since"] = visits["min"].to_numpy()
+        frame["category_days_since"] = visits["min"].to_numpy() + days_later
         frame["category_cycle"] = (
             ((visits["max"] - visits["min"]) / (visits["size"] - 1))
             .where(visits["size"] >= 2)
@@ -276,25 +298,26 @@ def label(candidates: pd.DataFrame, customers: np.ndarray, relevant: list[set]) 
 
 
 class Ranker:
-    """LightGBM lambdarank over candidate rows, grouped by customer."""
+    """LightGBM lambdarank over candidate rows, grouped by customer (and holdout)."""
 
     def __init__(self, params: dict | None = None, num_boost_round: int = NUM_BOOST_ROUND):
         self.params = {**RANKER_PARAMS, **(params or {})}
         self.num_boost_round = num_boost_round
 
-    def fit(self, rows: pd.DataFrame, labels: np.ndarray) -> Ranker:
+    def fit(self, rows: pd.DataFrame, labels: np.ndarray, groups=None) -> Ranker:
+        """`groups`: the query group of each row (rows of one customer in one holdout), by
+        default its customer."""
         rows = rows.reset_index(drop=True)
-        order = np.argsort(rows[CUSTOMER_ID].to_numpy(), kind="stable")
-        rows, labels = rows.iloc[order], np.asarray(labels)[order]
-        # Customers none of whose candidates were bought teach lambdarank nothing.
-        useful = (
-            pd.Series(labels).groupby(rows[CUSTOMER_ID].to_numpy()).transform("max").to_numpy() > 0
-        )
-        rows, labels = rows[useful], labels[useful]
+        groups = rows[CUSTOMER_ID].to_numpy() if groups is None else np.asarray(groups)
+        order = np.argsort(groups, kind="stable")
+        rows, labels, groups = rows.iloc[order], np.asarray(labels)[order], groups[order]
+        # Groups none of whose candidates were bought teach lambdarank nothing.
+        useful = pd.Series(labels).groupby(groups).transform("max").to_numpy() > 0
+        rows, labels, groups = rows[useful], labels[useful], groups[useful]
         numeric = rows.select_dtypes(include=["number", "bool"]).columns
         self.feature_names_ = [c for c in numeric if c not in NOT_FEATURES and "opt_out" not in c]
-        groups = rows.groupby(CUSTOMER_ID, sort=False).size().to_numpy()
-        data = lgb.Dataset(rows[self.feature_names_], labels, group=groups, free_raw_data=True)
+        _, sizes = np.unique(groups, return_counts=True)  # sorted groups: in row order
+        data = lgb.Dataset(rows[self.feature_names_], labels, group=sizes, free_raw_data=True)
         self.booster_ = lgb.train(self.params, data, num_boost_round=self.num_boost_round)
         return self
 

@@ -2,8 +2,10 @@
 reasons and repurchase reminders, in one object that MLflow stores and the service loads.
 
 Training (`train_ranker`) learns on earlier holdouts of the chosen protocol, so a ranker scored
-on a holdout never saw it; the served model (`NextBestProduct`) refits the generators on all
-history and keeps that ranker.
+on a holdout never saw it; after scoring, the ranker is refit on the newest holdouts, up to the
+data's last day (`Refit`), and the served model (`NextBestProduct`) refits the generators on all
+history around that ranker. The served model's time features (days since bought, due ratio,
+reminder due dates) are computed for the day of each request.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from features.contract import CATEGORY, CUSTOMER_ID, PRODUCT_ID, STORE_ID
+from features.contract import CATEGORY, CUSTOMER_ID, PRODUCT_ID, STORE_ID, TS
 from features.engineering import EVENT_TIMESTAMP
 from training.candidates import (
     BPR,
@@ -48,7 +50,7 @@ SERVING_RULES = {
 # What a fitted NextBestProduct carries; raise it when that changes, so that
 # `tracking.load_champion` refuses a model an older omnishelf pickled instead of letting every
 # request fail on an attribute it lacks.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Earlier holdouts the ranker learns from, per protocol: next-basket holdouts are small (one
 # basket per customer) and gained from more in exploratory runs; the time split's 28-day
 # windows did not.
@@ -148,15 +150,13 @@ def fit_ranker(
     labelled windows."""
     if not windows:
         raise ValueError("no earlier holdout to learn a ranker from")
-    # Customers of different holdouts are different ranking groups.
-    rows = pd.concat(
-        [
-            w.rows.assign(**{CUSTOMER_ID: w.rows[CUSTOMER_ID] + i * 2**40})
-            for i, w in enumerate(windows)
-        ],
-        ignore_index=True,
+    rows = pd.concat([w.rows for w in windows], ignore_index=True)
+    # A customer in two holdouts is two ranking groups.
+    window = np.repeat(np.arange(len(windows)), [len(w.rows) for w in windows])
+    groups = rows.groupby([window, rows[CUSTOMER_ID].to_numpy()], sort=False).ngroup()
+    ranker = Ranker(params, num_boost_round).fit(
+        rows, np.concatenate([w.labels for w in windows]), groups.to_numpy()
     )
-    ranker = Ranker(params, num_boost_round).fit(rows, np.concatenate([w.labels for w in windows]))
     # Reminders are about the coming days, which only the time split's calendar defines.
     due = (
         Reminders().fit(rows, np.concatenate([w.soon for w in windows]))
@@ -164,6 +164,25 @@ def fit_ranker(
         else None
     )
     return ranker, due
+
+
+def training_windows(
+    holdout: Holdout,
+    products: pd.DataFrame,
+    lookup: FeatureLookup | None = None,
+    holdouts: int | None = None,
+    progress: bool = False,
+) -> list[WindowRows]:
+    """The labelled rows of `holdouts` earlier holdouts of the same protocol, newest first."""
+    earlier = earlier_holdouts(holdout, holdouts or TRAINING_HOLDOUTS[holdout.protocol])
+    if not earlier:
+        raise ValueError(
+            f"the history before the {holdout.protocol} holdout is too short to learn a ranker"
+        )
+    return [
+        window_rows(inner, products, lookup)
+        for inner in tqdm(earlier, desc=f"{holdout.protocol}: ranker rows", disable=not progress)
+    ]
 
 
 def train_ranker(
@@ -175,16 +194,7 @@ def train_ranker(
 ) -> tuple[Ranker, Reminders | None]:
     """A ranker (and the reminder model) learned on `holdouts` earlier holdouts of the same
     protocol."""
-    earlier = earlier_holdouts(holdout, holdouts or TRAINING_HOLDOUTS[holdout.protocol])
-    if not earlier:
-        raise ValueError(
-            f"the history before the {holdout.protocol} holdout is too short to learn a ranker"
-        )
-    windows = [
-        window_rows(inner, products, lookup)
-        for inner in tqdm(earlier, desc=f"{holdout.protocol}: ranker rows", disable=not progress)
-    ]
-    return fit_ranker(windows)
+    return fit_ranker(training_windows(holdout, products, lookup, holdouts, progress))
 
 
 def ranked_lists(window: WindowRows, scores: np.ndarray, depth: int) -> np.ndarray:
@@ -214,12 +224,13 @@ class NextBestProduct:
 
     def fit(self, transactions: pd.DataFrame, products: pd.DataFrame) -> NextBestProduct:
         """Generators on all history, as of the last purchase."""
-        as_of = transactions["ts"].max()
+        as_of = transactions[TS].max()
         self.history_ = build_history(transactions, as_of, products)
         self.pool_ = CandidatePool().fit(self.history_)
         self.features_ = HistoryFeatures().fit(self.history_)  # reads the lines: fit first
         self.history_.lines = None  # only the summaries are needed from here on
         self.as_of_ = as_of
+        self.day_ = as_of.normalize()  # history day 1: request days count from it
         self.home_store_ = self.history_.customers.set_index(CUSTOMER_ID)[STORE_ID]
         self.category_ = self.history_.products.set_index(PRODUCT_ID)[CATEGORY]
         self.categories_ = frozenset(self.category_.unique()) - {""}  # checked per request
@@ -233,6 +244,14 @@ class NextBestProduct:
         if getattr(self, "format_version_", None) != FORMAT_VERSION:
             return "it was fitted by an older omnishelf"
         return None
+
+    def days_later(self, today=None) -> int:
+        """Whole days from the history's last day to `today` (the day of recommending; None:
+        the last day itself). A day before it counts as that day: purchases after `today`
+        cannot be taken out of the history."""
+        if today is None:
+            return 0
+        return max(0, (pd.Timestamp(today).normalize() - self.day_).days)
 
     def knows(self, customer_ids) -> np.ndarray:
         return self.history_.customer_index.get_indexer(np.asarray(customer_ids)) >= 0
@@ -260,9 +279,11 @@ class NextBestProduct:
         include_categories: list[str] | None = None,
         exclude_categories: list[str] | None = None,
         lookup: FeatureLookup | None = None,
+        today=None,
     ) -> pd.DataFrame:
         """Up to `depth` ranked products per customer after the serving rules (stock filters
-        are the caller's: it knows the store's stock)."""
+        are the caller's: it knows the store's stock), with time features as of `today` (see
+        `days_later`)."""
         customer_ids = np.asarray(customer_ids)
         if len(np.unique(customer_ids)) != len(customer_ids):
             raise ValueError("customer_ids must not repeat a customer")
@@ -277,7 +298,11 @@ class NextBestProduct:
             stores = np.where(personal, home, -1)
         frames = []
         if personal.any():
-            frames.append(self._personal(customer_ids[personal], stores[personal], lookup))
+            frames.append(
+                self._personal(
+                    customer_ids[personal], stores[personal], lookup, self.days_later(today)
+                )
+            )
         if (~personal).any():
             frames.append(self._popular(customer_ids[~personal], stores[~personal]))
         frame = pd.concat(frames, ignore_index=True)
@@ -288,9 +313,9 @@ class NextBestProduct:
         frame["reason"] = self._reasons(frame)
         return frame
 
-    def _personal(self, customer_ids, stores, lookup) -> pd.DataFrame:
+    def _personal(self, customer_ids, stores, lookup, days_later: int) -> pd.DataFrame:
         candidates = self.pool_.candidates(customer_ids, stores)
-        rows = self.features_.rows(candidates)
+        rows = self.features_.rows(candidates, days_later)
         stores = pd.Series(stores, index=customer_ids)
         if self.external_columns_:
             if lookup is None:
@@ -370,11 +395,14 @@ class NextBestProduct:
         ]
         return reason
 
-    def due(self, customer_ids, n: int) -> pd.DataFrame:
-        """Repurchase reminders: up to n products per customer due within the reminder window."""
+    def due(self, customer_ids, n: int, today=None) -> pd.DataFrame:
+        """Repurchase reminders: up to n products per customer, most likely within the reminder
+        window first, with their due dates counted from `today` (see `days_later`)."""
         if self.reminders is None:
             return pd.DataFrame(columns=[CUSTOMER_ID, PRODUCT_ID, "probability", "due_in_days"])
-        return self.reminders.due(self.features_, np.asarray(customer_ids), n)
+        return self.reminders.due(
+            self.features_, np.asarray(customer_ids), n, self.days_later(today)
+        )
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """customer_id (and optional k) -> one row per customer x rank (MLflow's pyfunc input);
@@ -412,6 +440,18 @@ DEPTH = 50
 
 
 @dataclass
+class Refit:
+    """The ranker (and reminder model) learned again once the evaluation is done, on as many
+    holdouts as before with the evaluated one newest: what is served, so that it has learned
+    from the data's last weeks. Nothing is left to score it on: the figures reported for it
+    are the evaluation's, of the ranker learned before the cut-off."""
+
+    ranker: Ranker
+    reminders: Reminders | None
+    fit_until: pd.Timestamp  # the last moment of the data it learned from
+
+
+@dataclass
 class Evaluation:
     protocol: str
     holdout: Holdout
@@ -421,6 +461,7 @@ class Evaluation:
     reminder_scores: dict[str, float]
     ranker: Ranker
     reminders: Reminders | None
+    refit: Refit | None = None  # with `evaluate_protocol(refit=True)`
 
     @property
     def best_baseline(self) -> str:
@@ -464,12 +505,18 @@ def evaluate_protocol(
     lookup: FeatureLookup | None = None,
     baselines=BASELINES,
     progress: bool = False,
+    refit: bool = False,
 ) -> Evaluation:
-    """The final model and every baseline on the same holdout, in one table."""
+    """The final model and every baseline on the same holdout, in one table; with `refit`,
+    the ranker then learned again up to the data's last day (`Refit`)."""
     holdout = split(transactions, protocol)
     if len(holdout.customers) == 0:
         raise ValueError(f"{protocol}: no customer has both history and a target to score")
-    ranker, reminders = train_ranker(holdout, products, lookup, progress=progress)
+    windows = training_windows(holdout, products, lookup, progress=progress)
+    ranker, reminders = fit_ranker(windows)
+    # The refit learns on as many holdouts, the evaluated one newest: the oldest goes now.
+    newer = windows[:-1] if refit else []
+    del windows
     history = build_history(holdout.history, holdout.as_of, products)
     pool = CandidatePool().fit(history)
     window = labelled(holdout, candidate_rows(history, pool, holdout.customers, lookup))
@@ -505,6 +552,17 @@ def evaluate_protocol(
             reminder_scores[f"reminder_baseline_precision_at_{k}"] = precision_at_k(
                 rows[repeat], rows.loc[repeat, "decayed"].to_numpy(), soon[repeat], k
             )
+    latest = (
+        Refit(*fit_ranker([window, *newer]), fit_until=transactions[TS].max()) if refit else None
+    )
     return Evaluation(
-        protocol, holdout, table, curves, pd.DataFrame(parts), reminder_scores, ranker, reminders
+        protocol,
+        holdout,
+        table,
+        curves,
+        pd.DataFrame(parts),
+        reminder_scores,
+        ranker,
+        reminders,
+        latest,
     )

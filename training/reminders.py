@@ -65,14 +65,15 @@ class Reminders:
     def probability(self, rows: pd.DataFrame) -> np.ndarray:
         return self.booster_.predict(rows[FEATURES], num_threads=PARAMS["num_threads"])
 
-    def due(self, features, customer_ids: np.ndarray, n: int) -> pd.DataFrame:
-        """Up to n reminders per customer, most probable first, with when each is expected."""
+    def due(self, features, customer_ids: np.ndarray, n: int, days_later: int = 0) -> pd.DataFrame:
+        """Up to n reminders per customer, most probable first, with when each is expected,
+        `days_later` days after the history's moment (see `HistoryFeatures.rows`)."""
         pairs = features.pairs_
         known = pairs.index.get_level_values(CUSTOMER_ID).isin(customer_ids)
         candidates = pairs.index[known & (pairs["baskets"] >= 2).to_numpy()].to_frame(index=False)
         if candidates.empty:
             return pd.DataFrame(columns=[CUSTOMER_ID, PRODUCT_ID, "probability", "due_in_days"])
-        rows = features.rows(candidates)
+        rows = features.rows(candidates, days_later)
         rows["probability"] = self.probability(rows)
         # History day 1 is the day of recommending, so day d was d - 1 days ago.
         rows["due_in_days"] = np.maximum(0.0, rows["cycle_days"] - (rows["days_since_bought"] - 1))

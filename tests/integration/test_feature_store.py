@@ -17,15 +17,17 @@ import pandas as pd
 import pytest
 
 from features import synthetic
-from features.contract import CUSTOMER_ID, ORDER_ID, TS
+from features.contract import CUSTOMER_ID, ORDER_ID, PRODUCT_ID, STORE_ID, TS
 from features.dataset import load_tables
 from features.engineering import EVENT_TIMESTAMP, customer_features
 from features.feature_store import (
+    OnlineFeatureLookup,
     OnlineReader,
     data_clock,
     historical_features,
     open_store,
     write_offline_tables,
+    write_online,
 )
 from features.identity import IDENTITY_KEY, resolved_tables
 from features.repo.definitions import VIEWS
@@ -334,3 +336,24 @@ def test_sqlite_reads_answer_what_feasts_online_read_answers(built):
         for name in set(found) - {"feature_ts", "stale"}:
             assert all(map(_same, found[name], expected[name])), (service, name)
         pd.testing.assert_frame_equal(bulk.read(rows, clock), feast.read(rows, clock))
+
+
+# Last in the file: it writes a newer product profile online, which the tests above must not see.
+def test_kept_product_profiles_are_read_again_once_cleared(built):
+    settings = built["settings"]
+    store = open_store(settings)
+    lookup = OnlineFeatureLookup(store, "ranker_v1", cached=("product_profile", "store_daily"))
+    latest = _latest_offline(settings, "product_profile", PRODUCT_ID)
+    product = int(latest.index[0])
+    customer = int(_latest_offline(settings, "customer_profile", CUSTOMER_ID).index[0])
+    keys = pd.DataFrame(
+        {CUSTOMER_ID: [customer], PRODUCT_ID: [product], STORE_ID: [1], EVENT_TIMESTAMP: [None]}
+    )
+    price = lookup(keys)["product_profile__price"].iloc[0]
+    newer = latest.loc[[product]].reset_index()
+    newer["price"] = price + 100
+    newer[EVENT_TIMESTAMP] += timedelta(days=1)  # as a later materialisation writes it
+    write_online(store, "product_profile", newer)
+    assert lookup(keys)["product_profile__price"].iloc[0] == pytest.approx(price)  # kept
+    lookup.clear()
+    assert lookup(keys)["product_profile__price"].iloc[0] == pytest.approx(price + 100)

@@ -77,6 +77,17 @@ def test_champions_are_registered_with_their_data_and_logged_figures(workspace):
         assert str(settings.mlruns_dir) in run.info.artifact_uri
 
 
+def test_the_served_recommender_is_refit_up_to_the_datas_last_day(workspace):
+    version = tracking.champion_version(workspace["settings"].recommender_name)
+    last_day = workspace["tables"]["transactions"]["ts"].max()
+    assert version.tags["fit_until"] == f"{last_day:%Y-%m-%d}"
+    # Its figures are the evaluation's, whose ranker learned only before the holdout's cut-off.
+    evaluation = mlflow.get_run(version.tags["metrics_of"])
+    cutoff = pd.Timestamp(evaluation.data.tags["holdout_window"].split(" .. ")[1])
+    assert cutoff.normalize() < last_day.normalize()
+    assert evaluation.data.metrics["omnishelf_recall_at_10"] > 0
+
+
 def test_reruns_reuse_what_is_built(workspace):
     settings = workspace["settings"]
     before = tracking.champion_version(settings.recommender_name).version

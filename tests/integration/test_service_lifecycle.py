@@ -1,16 +1,22 @@
 """A server started with an API key and a short reload interval: the key is required where it
-should be, oversized bodies are refused, and a moved champion alias is served without downtime."""
+should be, oversized bodies are refused, a moved champion alias is served without downtime, and
+a newly materialised day moves the answers without retraining."""
 
 import time
 from pathlib import Path
 
+import httpx
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from features.contract import CUSTOMER_ID, TS
+from features.settings import Settings
+from pipelines import steps
 from pipelines.steps import restock_orders
 from serving.service import load_champion
 from tests.integration.conftest import running_service, wait_until_ready
+from tests.integration.test_feature_store import _until
 from training import tracking
 
 pytestmark = pytest.mark.integration
@@ -130,3 +136,59 @@ def test_a_champion_from_an_older_omnishelf_is_named_not_served(workspace):
             restock_orders(workspace["settings"])
     finally:
         MlflowClient().set_registered_model_alias(name, tracking.CHAMPION, current.version)
+
+
+def _reminders(client: httpx.Client, customer: int) -> dict:
+    answer = client.post("/reminders", json={"customer_id": customer, "n": 20})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def _due(answer: dict) -> dict[int, float]:
+    return {r["product_id"]: r["due_in_days"] for r in answer["reminders"]}
+
+
+def test_reminders_count_down_when_a_later_day_is_materialised_without_retraining(
+    workspace, tmp_path
+):
+    """The figure `reminder_due_days_advance`. A workspace of its own: it adds a day to the
+    data, which the shared workspace's other tests must not see."""
+    tables = workspace["tables"]
+    last_day = tables["transactions"][TS].max().normalize()
+    settings = Settings(home=tmp_path)
+    try:
+        tracking.configure(
+            settings.resolved_tracking_uri, settings.experiment, settings.mlruns_dir / "artifacts"
+        )
+        steps.ingest(settings, steps.Source("shop", lambda: _until(tables, last_day), "D", "US"))
+        steps.build_features(settings)
+        steps.train_recommender(settings)
+        # No forecaster here: the service is not "ready", but it serves the recommender.
+        with running_service(tmp_path, OMNISHELF_RELOAD_SECONDS="1") as client:
+            sales = tables["transactions"]
+            shopped_last_day = set(sales.loc[sales[TS] >= last_day, CUSTOMER_ID])
+            waiting = [c for c in sales[CUSTOMER_ID].unique() if c not in shopped_last_day]
+            for customer in waiting[:50]:
+                answer = _reminders(client, int(customer))
+                due = {p: d for p, d in _due(answer).items() if d >= 2}
+                if due:
+                    break
+            assert due, "no customer without a purchase on the last day has a reminder due"
+            # One more day of data, the customer not buying: materialised, not retrained.
+            steps.ingest(settings, steps.Source("shop", lambda: tables, "D", "US"), force=True)
+            result, _ = steps.build_features(settings)
+            assert result.status == "extended"
+            deadline = time.monotonic() + 120
+            while (later := _reminders(client, int(customer))) == answer:
+                assert time.monotonic() < deadline, "the service never answered for the new day"
+                time.sleep(0.5)
+            advanced = _due(later)
+            assert {p: advanced.get(p) for p in due} == pytest.approx(
+                {p: d - 1 for p, d in due.items()}, abs=0.11
+            )
+            assert later["model_version"] == answer["model_version"]
+    finally:
+        shared = workspace["settings"]
+        tracking.configure(
+            shared.resolved_tracking_uri, shared.experiment, shared.mlruns_dir / "artifacts"
+        )

@@ -169,6 +169,9 @@ def test_recommender_sweep_tunes_the_ranker_and_is_gated_on_the_trains_holdout(w
         filter_string=f"tags.study = '{study_name}' and tags.kind = 'sweep'", output_format="list"
     )[0]
     assert parent.data.metrics["best_validation_recall_at_10"] == pytest.approx(study.best_value)
+    # Registered: the configuration refit up to the data's last day; its figures, the sweep's.
+    assert challenger.tags["fit_until"] == champion.tags["fit_until"]
+    assert challenger.tags["metrics_of"] == parent.info.run_id
     # The registered challenger answers like the champion does.
     model = mlflow.pyfunc.load_model(f"models:/{name}@{sweeps.CHALLENGER}")
     customers = workspace["tables"]["transactions"]["customer_id"].drop_duplicates().head(3)

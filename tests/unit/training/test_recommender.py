@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.recommender import BASELINES, FINAL, evaluate_protocol
+from training.recommender import (
+    BASELINES,
+    FINAL,
+    WindowRows,
+    evaluate_protocol,
+    fit_ranker,
+)
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +105,73 @@ def test_evaluation_table_has_the_model_and_every_baseline_on_one_holdout(shop_t
     recall = evaluation.table["recall_at_10"]
     assert recall[FINAL] > recall["popular"]
     assert set(evaluation.segments["model"]) == {FINAL, evaluation.best_baseline}
+
+
+def test_time_features_count_from_the_day_of_recommending(served, regular):
+    """A served model answers days after its data end: "days since" and the due dates move
+    with the request's day, as for a customer who bought nothing since."""
+    products = served.history_.pairs.query("customer_id == @regular and baskets >= 2")
+    at_fit = served.rank(np.array([regular]), 200).set_index("product_id")
+    later = served.rank(np.array([regular]), 200, today=served.day_ + pd.Timedelta(days=5))
+    later = later.set_index("product_id")
+    both = at_fit.index.intersection(products["product_id"]).intersection(later.index)
+    assert len(both)
+    assert (later.loc[both, "days_since_bought"] == at_fit.loc[both, "days_since_bought"] + 5).all()
+    assert later.loc[both, "due_ratio"].to_numpy() == pytest.approx(
+        (later.loc[both, "days_since_bought"] / later.loc[both, "cycle_days"]).to_numpy()
+    )
+    assert (later.loc[both, "decayed"] < at_fit.loc[both, "decayed"]).all()
+    product = both[0]
+    assert later.loc[product, "reason"].endswith(
+        f"last {int(later.loc[product, 'days_since_bought']) - 1} days ago"
+    )
+    due = served.due(np.array([regular]), 20).set_index("product_id")["due_in_days"]
+    sooner = served.due(np.array([regular]), 20, today=served.day_ + pd.Timedelta(days=2))
+    sooner = sooner.set_index("product_id")["due_in_days"]
+    common = due.index.intersection(sooner.index)
+    assert len(common)
+    assert sooner[common].to_numpy() == pytest.approx(np.maximum(0, due[common] - 2).to_numpy())
+    # The data's own last day, or a day before it, is the history as fitted.
+    before = served.due(np.array([regular]), 20, today=served.day_ - pd.Timedelta(days=3))
+    assert before.set_index("product_id")["due_in_days"].equals(due)
+
+
+def test_a_customer_in_two_holdouts_is_two_ranking_groups_whatever_their_ids():
+    """Ids 5 in the second holdout and 5 + 2**40 in the first used to be one query group
+    (id + holdout * 2**40): the first's unbought candidates then taught the second's ranking."""
+    params = {"min_child_samples": 1, "min_data_in_bin": 1, "subsample": 1.0}
+    params |= {"colsample_bytree": 1.0}
+    customers = np.arange(5, 45)
+
+    def window(ids, feature, bought):
+        rows = pd.DataFrame(
+            {
+                "customer_id": np.repeat(ids, len(feature)),
+                "product_id": np.tile(np.arange(len(feature)), len(ids)),
+                "f": np.tile(feature, len(ids)),
+            }
+        )
+        labels = np.tile(bought, len(ids)).astype(np.int8)
+        return WindowRows(None, rows, labels, labels)
+
+    learns = window(customers, [0.0, 1.0], [0, 1])  # bought the higher f
+    unbought = window(customers + 2**40, [2.0, 3.0], [0, 0])  # nothing bought: nothing to learn
+    alone, _ = fit_ranker([learns], params, num_boost_round=10, reminders=False)
+    both, _ = fit_ranker([unbought, learns], params, num_boost_round=10, reminders=False)
+    grid = pd.DataFrame({"f": [0.0, 1.0, 2.0, 3.0]})
+    assert both.score(grid) == pytest.approx(alone.score(grid))
+
+
+def test_the_served_ranker_is_refit_up_to_the_datas_last_day(served, shop_tables):
+    transactions = shop_tables["transactions"]
+    evaluation = evaluate_protocol(
+        transactions, shop_tables["products"], "time_split", baselines=("popular",), refit=True
+    )
+    refit = evaluation.refit
+    assert refit.fit_until == transactions["ts"].max()
+    assert evaluation.holdout.as_of.max() < refit.fit_until  # the evaluation's cut-off
+    assert refit.reminders is not None
+    # Learned on other windows (the evaluated one newest), it scores the same rows otherwise.
+    customers = served.history_.customer_index[:20].to_numpy()
+    rows = served.features_.rows(served.pool_.candidates(customers))
+    assert not np.allclose(refit.ranker.score(rows), evaluation.ranker.score(rows))
