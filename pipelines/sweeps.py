@@ -23,6 +23,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import sqlalchemy.exc
+import tenacity
 from mlflow import MlflowClient
 
 from features.dataset import load_info
@@ -95,15 +96,16 @@ class SweepResult:
     parent_run_id: str
 
 
-def open_storage(url: str, attempts: int = 3) -> optuna.storages.RDBStorage:
+@tenacity.retry(
+    retry=tenacity.retry_if_exception_type(sqlalchemy.exc.DBAPIError),
+    stop=tenacity.stop_after_attempt(3),
+    wait=tenacity.wait_incrementing(start=0.5, increment=0.5),
+    reraise=True,
+)
+def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's storage at `url`. Workers started together on a new database race to create
     its tables, and PostgreSQL refuses the loser's `CREATE TYPE`: by then the tables exist, so
-    the loser tries again."""
-    for attempt in range(1, attempts):
-        try:
-            return optuna.storages.RDBStorage(url)
-        except sqlalchemy.exc.DBAPIError:
-            time.sleep(0.5 * attempt)
+    the loser tries again (3 attempts, 0.5 then 1 s apart; the last error is raised)."""
     return optuna.storages.RDBStorage(url)
 
 

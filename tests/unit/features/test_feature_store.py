@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
+import pybreaker
 import pytest
 
-from features.feature_store import (
-    CircuitBreaker,
-    OnlineStoreUnavailable,
-    redis_connection_string,
-)
+from features.feature_store import breaker, redis_connection_string
 from features.settings import Settings
 
 
@@ -23,9 +22,12 @@ def test_redis_connection_gets_timeouts_and_no_retry_unless_given():
     )
 
 
-def test_breaker_fails_fast_for_the_pause_after_a_failure_then_tries_again():
-    now = [100.0]
-    breaker = CircuitBreaker(pause=1.0, clock=lambda: now[0])
+# Short enough for a test, long enough that the calls meant to fall inside it do on a busy machine.
+PAUSE = 0.3
+
+
+def test_breaker_fails_fast_for_the_pause_after_a_failure_then_tries_once_half_open():
+    circuit = breaker(pause=PAUSE)
     calls = []
 
     def read(ok: bool) -> str:
@@ -34,14 +36,21 @@ def test_breaker_fails_fast_for_the_pause_after_a_failure_then_tries_again():
             raise TimeoutError("no answer")
         return "row"
 
-    assert breaker.call(read, True) == "row"
-    with pytest.raises(TimeoutError):
-        breaker.call(read, False)
-    now[0] += 0.5
-    with pytest.raises(OnlineStoreUnavailable):  # the store is not even asked
-        breaker.call(read, True)
+    assert circuit.call(read, True) == "row"
+    with pytest.raises(TimeoutError):  # the failing call raises its own error
+        circuit.call(read, False)
+    with pytest.raises(pybreaker.CircuitBreakerError):  # the store is not even asked
+        circuit.call(read, True)
     assert calls == [True, False]
-    now[0] += 0.6
-    assert breaker.call(read, True) == "row"
-    assert breaker.call(read, True) == "row"
+    time.sleep(PAUSE * 1.2)
+    assert circuit.call(read, True) == "row"  # half-open: tried, and closed again
+    assert circuit.call(read, True) == "row"
     assert calls == [True, False, True, True]
+    with pytest.raises(TimeoutError):
+        circuit.call(read, False)
+    time.sleep(PAUSE * 1.2)
+    with pytest.raises(TimeoutError):  # the half-open trial fails: open again at once
+        circuit.call(read, False)
+    with pytest.raises(pybreaker.CircuitBreakerError):
+        circuit.call(read, True)
+    assert calls == [True, False, True, True, False, False]
