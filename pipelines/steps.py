@@ -23,7 +23,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from features.contract import DATE, PRODUCT_ID, STORE_ID
+from features.contract import CUSTOMER_ID, DATE, PRODUCT_ID, STORE_ID
 from features.dataset import DatasetInfo, load_info, load_tables, save_tables, write_atomically
 from features.engineering import (
     EVENT_TIMESTAMP,
@@ -38,6 +38,7 @@ from features.engineering import (
     store_features,
     store_product_features,
 )
+from features.errors import UserInputError
 from features.feature_store import (
     apply_definitions,
     historical_features,
@@ -56,6 +57,7 @@ from features.identity import (
     without_forgotten,
     write_identity_map,
 )
+from features.model_removals import clear_removals, pending_removals
 from features.settings import Settings
 from training import plots, tracking
 from training.backtest import (
@@ -363,17 +365,24 @@ def offline_lookup(settings: Settings):
 
 def train_recommender(settings: Settings, force: bool = False) -> StepResult:
     """Generators + ranker scored against the baselines on a 28-day time split, then the
-    generators refit on all history and the model registered as champion."""
+    generators refit on all history and the model registered as champion. Customers on the
+    forget queue are left out, and taken off it once the champion is registered."""
     began = time.perf_counter()
     info = load_info(settings.tables_dir)
     _, fingerprint = resolution(settings)
+    forgotten = pending_removals(settings.identity_dir)[CUSTOMER_ID].tolist()
     if not force and (
         reused := _reused(
             "recommender", settings.recommender_name, fingerprint, RECOMMENDER_HEADLINE, began
         )
     ):
+        # The champion was trained on these decisions on customers, forgets included.
+        clear_removals(settings.identity_dir, forgotten)
         return reused
     tables = resolved_tables(settings, ["transactions", "products"])[0]
+    # Forget already removed them from the tables; the queue makes sure of it.
+    sales = tables["transactions"]
+    tables["transactions"] = sales[~sales[CUSTOMER_ID].isin(forgotten)]
     evaluation = evaluate_protocol(
         tables["transactions"],
         tables["products"],
@@ -414,6 +423,7 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
             )
             | {"serving_rules": json.dumps(SERVING_RULES), "model_family": "recommender"},
         )
+    clear_removals(settings.identity_dir, forgotten)
     return StepResult(
         "recommender",
         f"built v{registered}",
@@ -742,21 +752,21 @@ def read_stock_file(path: Path) -> pd.DataFrame:
         frame = pd.read_parquet(path) if parquet else pd.read_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, ValueError) as error:
         kind = "parquet" if parquet else "CSV"
-        raise ValueError(f"{path}: not a readable {kind} file: {error}") from error
+        raise UserInputError(f"{path}: not a readable {kind} file: {error}") from error
     if frame.empty:
-        raise ValueError(f"{path}: the stock file has no rows")
+        raise UserInputError(f"{path}: the stock file has no rows")
     # Where a user finds the row: CSV lines count the header; parquet rows start at 1.
     first_row = 1 if parquet else 2
     for column in (STORE_ID, PRODUCT_ID, "on_hand"):
         if column not in frame:
-            raise ValueError(f"{path}: missing column {column!r}")
+            raise UserInputError(f"{path}: missing column {column!r}")
     if "on_order" not in frame:
         frame["on_order"] = 0.0
     for column in ("on_hand", "on_order"):
         values = pd.to_numeric(frame[column], errors="coerce")
         if values.isna().any() or (values < 0).any():
             row = int(np.flatnonzero(values.isna() | (values < 0))[0])
-            raise ValueError(
+            raise UserInputError(
                 f"{path}: column {column!r} needs numbers >= 0; row {row + first_row} has "
                 f"{frame[column].iloc[row]!r}"
             )
@@ -764,7 +774,7 @@ def read_stock_file(path: Path) -> pd.DataFrame:
     repeated = frame.duplicated([STORE_ID, PRODUCT_ID])
     if repeated.any():
         row = int(np.flatnonzero(repeated)[0])
-        raise ValueError(
+        raise UserInputError(
             f"{path}: store_id, product_id repeat on row {row + first_row}: one stock level per "
             "store x product"
         )

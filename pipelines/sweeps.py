@@ -27,7 +27,9 @@ import tenacity
 from mlflow import MlflowClient
 
 from features.dataset import load_info
+from features.errors import UserInputError
 from features.identity import resolution
+from features.redaction import redact_uri
 from features.settings import Settings
 from pipelines import steps
 from training import tracking
@@ -145,7 +147,7 @@ def _require_family(name: str, storage, family: str) -> None:
         return  # no such study yet
     other = existing.user_attrs.get("model_family", family)
     if other != family:
-        raise ValueError(f"study {name} tunes the {other}: name another study")
+        raise UserInputError(f"study {name} tunes the {other}: name another study")
 
 
 def trial_table(study: optuna.Study) -> pd.DataFrame:
@@ -230,7 +232,7 @@ def recommender_tuning(
     # A validation window needs at least one earlier window to learn from.
     validation = min(VALIDATION_WINDOWS, len(found) - 2)
     if validation < 1 or len(holdout.customers) == 0:
-        raise ValueError(
+        raise UserInputError(
             f"the history holds {len(found)} {PROTOCOL} windows of {TEST_DAYS} days; a "
             "recommender sweep needs 3 (a holdout, a validation window and one to learn from)"
         )
@@ -350,7 +352,7 @@ def sweep(
                 "model_family": family,
                 "kind": "sweep",
                 "study": name,
-                "optuna_storage": storage_url.split("@")[-1],
+                "optuna_storage": redact_uri(storage_url),
             }
         )
         study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[report])
