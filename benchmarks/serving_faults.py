@@ -29,7 +29,7 @@
    `redis_hang_recovery_s` the same from SIGCONT. `redis_kill_5xx` counts 5xx over the whole
    run; `redis_hang_p99_ms` shows what a hung Redis costs a request: the client's timeouts
    (`Settings.redis_timeout_seconds`) bound one read, and after a failure the online reader
-   fails at once for a second (`feature_store.CircuitBreaker`) instead of waiting each time.
+   fails at once for a second (`feature_store.breaker`, pybreaker) instead of waiting each time.
 
 The Complete Journey workspace is the demo's (data/, mlruns/): run `omnishelf demo --once`
 first so that both champions are registered. The machine is small and shared: the error and 5xx

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pybreaker
 import yaml
 from tqdm import tqdm
 
@@ -245,37 +246,19 @@ def historical_view_features(store, service: str, entity_frame: pd.DataFrame) ->
     return joined
 
 
-# After a failed read of a networked online store, how long reads fail at once (see CircuitBreaker).
+# After a failed read of a networked online store, how long reads fail at once (see `breaker`).
 FAIL_FAST_SECONDS = 1.0
 
 
-class OnlineStoreUnavailable(ConnectionError):
-    """The online store failed moments ago: not tried again yet."""
-
-
-class CircuitBreaker:
-    """After a failure, calls fail at once for `pause` seconds instead of each waiting for a
-    store that is down or hung (a client timeout per call, while the service's request threads
-    queue behind it); the first call after the pause tries the store again."""
-
-    def __init__(self, pause: float = FAIL_FAST_SECONDS, clock=time.monotonic):
-        self.pause, self.clock = pause, clock
-        self.failed_at: float | None = None
-
-    def call(self, function, *args):
-        failed_at = self.failed_at
-        if failed_at is not None and self.clock() - failed_at < self.pause:
-            raise OnlineStoreUnavailable(
-                f"the online store failed {self.clock() - failed_at:.2f} s ago; "
-                f"tried again {self.pause:g} s after a failure"
-            )
-        try:
-            result = function(*args)
-        except Exception:
-            self.failed_at = self.clock()
-            raise
-        self.failed_at = None
-        return result
+def breaker(pause: float = FAIL_FAST_SECONDS) -> pybreaker.CircuitBreaker:
+    """After a failure, calls fail at once (pybreaker.CircuitBreakerError) for `pause` seconds
+    instead of each waiting for a store that is down or hung (a client timeout per call, while
+    the service's request threads queue behind it); then one call tries the store again
+    (half-open): success closes the circuit, failure opens it for another pause. The failing
+    call itself raises its own error. Reads go through `calling()`, not `call()`: `call` holds
+    the breaker's lock for the whole read, so concurrent request threads would read one at a
+    time, while `calling` takes it only to check and record the state."""
+    return pybreaker.CircuitBreaker(fail_max=1, reset_timeout=pause, throw_new_error_on_trip=False)
 
 
 class OnlineReader:
@@ -304,7 +287,7 @@ class OnlineReader:
         self.provider = store._get_provider()
         online_store = self.provider.online_store
         self.sqlite = online_store if isinstance(online_store, SqliteOnlineStore) else None
-        self.breaker = CircuitBreaker()  # a networked store (Redis) may be down or hung
+        self.breaker = breaker()  # a networked store (Redis) may be down or hung
         self.views = []
         self.names = {}
         for projection in store.get_feature_service(service).feature_view_projections:
@@ -360,13 +343,10 @@ class OnlineReader:
             serialized = _serialized_keys(keys, entity_rows, version)
             return _sqlite_read(self.sqlite, self.config, view, serialized, features)
         # A copy: Feast's Redis store appends its timestamp key to the list it is given.
-        found = self.breaker.call(
-            self.provider.online_read,
-            self.config,
-            view,
-            _entity_keys(keys, entity_rows),
-            list(features),
-        )
+        with self.breaker.calling():
+            found = self.provider.online_read(
+                self.config, view, _entity_keys(keys, entity_rows), list(features)
+            )
         stamps = np.array([ts.replace(tzinfo=UTC).timestamp() if ts else np.nan for ts, _ in found])
         return stamps, {
             feature: [_python_value(row, feature) for _, row in found] for feature in features

@@ -6,10 +6,11 @@ and the service) build them.
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, IPvAnyAddress
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,12 +54,20 @@ class Settings(BaseSettings):
     ]
 
     # Service: how often it checks whether a `champion` alias moved (then loads and swaps in the
-    # new version); and an API key that, when set, every API call must send as `X-API-Key`.
+    # new version).
     reload_seconds: float = Field(30.0, gt=0)
     # Products kept per customer's ranked list: more memory (about 100 bytes a product) against
     # fewer requests whose rules leave under k of the list, which are then ranked in full.
     rank_depth: int = Field(200, ge=10, le=1000)
+    # Where the service listens (an IP address). On a loopback address it may run without keys
+    # (one machine); anywhere else it refuses to start without one (serving/access.py).
+    host: IPvAnyAddress = IPv4Address("127.0.0.1")
+    # Keys an API call may send as `X-API-Key`, comma-separated: any of them is accepted, so a
+    # new key is added before the old one is removed. `api_key` is the older single-key form.
+    api_keys: str | None = Field(None, repr=False)
     api_key: str | None = Field(None, repr=False)
+    # The OpenAPI page and /metrics without a key (they are behind it by default).
+    open_docs: bool = False
 
     # Salt of the phone/email hashes made at import; required when raw contacts are imported.
     identity_salt: str | None = Field(None, repr=False)

@@ -8,16 +8,22 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import traceback
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from features.contract import DataContractError
+from features.errors import UserInputError
+from features.redaction import scrub
 from features.settings import Settings
 
 console = Console()
@@ -58,16 +64,52 @@ DEMO_FIGURES = (
     "stockout_rate_ratio",
 )
 ForceOption = Annotated[bool, typer.Option("--force", help="rebuild even if up to date")]
-USER_ERRORS = (DataContractError, FileNotFoundError, LookupError, ValueError)
+# What the user can fix: a file, a column, a setting, a missing model. Anything else is a bug.
+USER_ERRORS = (UserInputError, DataContractError, FileNotFoundError, LookupError)
+# LookupErrors too, but raised by a dict or a list the code got wrong, not by the user's input.
+BUG_LOOKUPS = (KeyError, IndexError)
+ERROR_LOG = "omnishelf.log"
 
 
 def main() -> None:
-    """Entry point: user errors end with one clear line and exit code 2, not a traceback."""
+    """Entry point: user errors end with one clear line and exit code 2; any other exception is
+    a bug: exit code 1, one line pointing at the log file, which holds the traceback."""
     try:
         app()
     except USER_ERRORS as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        if isinstance(error, BUG_LOOKUPS):
+            _internal_error(error)
+        console.print(f"[bold red]error:[/] {scrub(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except Exception as error:
+        _internal_error(error)
+
+
+def _internal_error(error: Exception) -> None:
+    """A bug: one line pointing at the log, which gets the traceback; exit code 1."""
+    path = log_internal_error(error)
+    console.print(
+        f"[bold red]internal error[/] ({type(error).__name__}): a bug in omnishelf, not in "
+        f"your input; the traceback is in {path}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    sys.exit(1)
+
+
+def log_internal_error(error: Exception) -> Path:
+    """Append the command and the traceback (credentials scrubbed) to data/omnishelf.log, or to
+    the temporary folder when the workspace cannot be written; the file's path."""
+    try:
+        path = Settings().data_dir / ERROR_LOG
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except Exception:  # the settings themselves may be what is broken
+        path = Path(tempfile.gettempdir()) / f"omnishelf-{ERROR_LOG}"
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    trace = "".join(traceback.format_exception(error))
+    with path.open("a") as log_file:
+        log_file.write(scrub(f"{stamp} omnishelf {' '.join(sys.argv[1:])}\n{trace}\n"))
+    return path
 
 
 def _settings(tracked: bool = True) -> Settings:
@@ -76,7 +118,13 @@ def _settings(tracked: bool = True) -> Settings:
     # Models are pickled on purpose (our own classes) and take frames, not signatures: MLflow's
     # warnings about both would repeat on every registration.
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        wrong = "; ".join(
+            f"OMNISHELF_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()
+        )
+        raise UserInputError(f"invalid setting {wrong}") from None
     if tracked:
         from training import tracking
 
@@ -292,9 +340,14 @@ def customers_opt_in(customer_id: CustomerArgument) -> None:
 @customers_app.command("forget")
 def customers_forget(customer_id: CustomerArgument) -> None:
     """Erase the customer from the online store and the data; later loads and training runs
-    leave them out."""
+    leave them out, and the next recommender is trained without their history."""
+    from features.model_removals import WHEN, queue_path
+
     _decide(f"forgetting customer {customer_id}", lambda c, s: c.forget(s, customer_id))
-    console.print("the next `omnishelf train` retrains without them")
+    console.print(
+        f"customer {customer_id} is still inside the registered recommender: they are removed "
+        f"from the next model, {WHEN} (queued in {queue_path(Settings().identity_dir)})"
+    )
 
 
 @customers_app.command("show")
@@ -572,6 +625,19 @@ def runs_compare(
     _print_frame(f"A = {run_a}, B = {run_b}", shown)
 
 
+@models_app.command("sign")
+def models_sign(
+    name: Annotated[str, typer.Argument(help="registered model, e.g. omnishelf-forecaster")],
+) -> None:
+    """Record the hash of the champion's artifacts as they are now, so the service loads it: for
+    a version registered before hashes were recorded, once you trust it."""
+    from training import tracking
+
+    _settings()
+    version, digest = tracking.sign_champion(name)
+    console.print(f"{name} v{version}: signed, {tracking.HASH_TAG} {digest}")
+
+
 @models_app.command("promote")
 def models_promote(
     name: Annotated[str, typer.Argument(help="registered model, e.g. omnishelf-forecaster")],
@@ -590,11 +656,27 @@ def models_promote(
     console.print(f"{name}: champion -> v{outcome.version} ({outcome.message})")
 
 
+# The settings that decide where the service listens and whom it lets in.
+ACCESS_SETTINGS = ("host", "api_keys", "api_key")
+
+
+def server_url(settings: Settings, port: int) -> str:
+    """Where this machine reaches the service (all interfaces: through loopback)."""
+    host = settings.host
+    if host.is_unspecified:
+        return f"http://127.0.0.1:{port}"
+    return f"http://[{host}]:{port}" if host.version == 6 else f"http://{host}:{port}"
+
+
 def start_server(
     settings: Settings, port: int, env: dict[str, str] | None = None
 ) -> subprocess.Popen:
-    """`bentoml serve` of the service for this workspace, logging to data/server.log; `env`
-    adds or overrides environment variables (settings of the service)."""
+    """`bentoml serve` of the service for this workspace on OMNISHELF_HOST, logging to
+    data/server.log; `env` adds or overrides environment variables (settings of the service).
+    UserInputError, before anything starts, when the service would refuse to (no API key off
+    loopback, a short key)."""
+    from serving.access import accepted_keys
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -603,6 +685,9 @@ def start_server(
         "BENTOML_HOME": str(settings.data_dir / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "true",
     }
+    given = {name: env.get(f"OMNISHELF_{name.upper()}") for name in ACCESS_SETTINGS}
+    served = Settings(**{name: value for name, value in given.items() if value is not None})
+    accepted_keys(served)
     command = [
         sys.executable,
         "-m",
@@ -610,7 +695,7 @@ def start_server(
         "serve",
         "serving.service:Omnishelf",
         "--host",
-        "127.0.0.1",
+        str(served.host),
         "--port",
         str(port),
     ]
@@ -639,11 +724,11 @@ def wait_ready(server: subprocess.Popen, url: str, log_path: Path, timeout: floa
 
 @app.command()
 def serve(port: int = 3000) -> None:
-    """Start the BentoML service on 127.0.0.1 (Ctrl-C stops it)."""
+    """Start the BentoML service on OMNISHELF_HOST, 127.0.0.1 by default (Ctrl-C stops it)."""
     settings = _settings()
     server = start_server(settings, port)
     console.print(
-        f"serving on http://127.0.0.1:{port} (OpenAPI page: /docs); "
+        f"serving on {server_url(settings, port)} (OpenAPI page: /docs); "
         f"log: {settings.data_dir / 'server.log'}"
     )
     _serve_until_interrupted(server)
@@ -684,6 +769,8 @@ def demo(
 ) -> None:
     """Data -> features -> training -> registry -> a running service answering, in one go."""
     from pipelines import steps
+    from pipelines.models import champion_title
+    from training import tracking
 
     began = started_at or time.time()
     once = once or bool(os.environ.get("CI"))
@@ -697,11 +784,13 @@ def demo(
         results.append(steps.ingest(settings, source, force))
     with _step("2/5 features: Feast apply + materialise"):
         results.append(steps.build_features(settings, force)[0])
-    with _step("3/5 recommender: ALS vs popularity"):
+    with _step("3/5 recommender: time-split evaluation against the baselines, register"):
         results.append(steps.train_recommender(settings, force))
+    console.print(champion_title(tracking.champion_version(settings.recommender_name)))
     with _step("4/5 forecaster: rolling backtest, restock replay, register"):
         results.append(steps.train_forecaster(settings, force))
-    url = f"http://127.0.0.1:{port}"
+    console.print(champion_title(tracking.champion_version(settings.forecaster_name)))
+    url = server_url(settings, port)
     with _step(f"5/5 service: bentoml serve on {url}"):
         server = start_server(settings, port)
         try:
@@ -722,7 +811,7 @@ def demo(
         console.print(json.dumps(figures))
         console.print(
             f"\nOpenAPI page: {url}/docs\nMLflow UI:    .venv/bin/mlflow ui --backend-store-uri "
-            f"{settings.resolved_tracking_uri} --port 5000  (then http://127.0.0.1:5000)"
+            f"{scrub(settings.resolved_tracking_uri)} --port 5000  (then http://127.0.0.1:5000)"
         )
         if not once:
             console.print("serving until Ctrl-C ...")
@@ -737,6 +826,8 @@ def _call_endpoints(settings: Settings, url: str) -> None:
     import pandas as pd
 
     from features.repo.definitions import FEATURE_TABLES
+    from serving.access import accepted_keys
+    from serving.guard import API_KEY_HEADER
 
     demand = pd.read_parquet(
         settings.feast_dir / FEATURE_TABLES["store_product_demand"],
@@ -765,7 +856,9 @@ def _call_endpoints(settings: Settings, url: str) -> None:
             },
         ),
     ]
-    with httpx.Client(base_url=url, timeout=30) as client:
+    keys = accepted_keys(settings)  # the demo calls as a client would, with a key when needed
+    headers = {API_KEY_HEADER: keys[0].decode()} if keys else {}
+    with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
         for route, body in calls:
             response = client.post(route, json=body)
             # The status in the rule, the request under it: a long body would cut the rule's

@@ -19,6 +19,7 @@ import pandas as pd
 from features.contract import CHANNEL, CUSTOMER_ID, identity_key
 from features.dataset import load_info, load_tables, save_tables, write_atomically
 from features.engineering import EVENT_TIMESTAMP, customer_features
+from features.errors import UserInputError
 from features.feature_store import (
     data_clock,
     open_store,
@@ -36,6 +37,7 @@ from features.identity import (
     without_forgotten,
     write_identity_map,
 )
+from features.model_removals import queue_removal
 from features.repo.definitions import customer_profile
 from features.settings import Settings
 from pipelines.steps import FINGERPRINT_FILE, features_built_from
@@ -65,7 +67,7 @@ def split(settings: Settings, key: str, reason: str) -> CustomerUpdate:
     ]
     if len(sharing):
         # Their transactions are one account's: no split can tell them apart.
-        raise ValueError(
+        raise UserInputError(
             f"{key} shares account {account} with {sharing[IDENTITY_KEY].iloc[0]}: "
             "identities of one account cannot be split"
         )
@@ -81,7 +83,9 @@ def set_opt_out(settings: Settings, customer_id: int, opt_out: bool) -> Customer
 
 def forget(settings: Settings, customer_id: int) -> CustomerUpdate:
     """Remove the customer everywhere: online rows overwritten, source tables and feature tables
-    rewritten without them, and a mark that keeps them out of later loads and training runs.
+    rewritten without them, a mark that keeps them out of later loads and training runs, and a
+    place on the forget queue: the registered recommender still holds their history until the
+    next `omnishelf train recommender` (features/model_removals.py).
 
     The mark comes first and every later step is idempotent, so a rerun after a crash finishes
     the job, and a rerun after success changes nothing.
@@ -94,6 +98,8 @@ def forget(settings: Settings, customer_id: int) -> CustomerUpdate:
         ledger.forget(
             customer_id, theirs[SOURCE_CUSTOMER_ID].unique().tolist(), theirs[IDENTITY_KEY].tolist()
         )
+    # Their history also sits in the registered recommender: the next training removes it.
+    queue_removal(settings.identity_dir, customer_id)
     forgotten = ledger.forgotten()
     accounts = forgotten.loc[forgotten[CUSTOMER_ID] == customer_id, SOURCE_CUSTOMER_ID]
     tables = load_tables(settings.tables_dir)

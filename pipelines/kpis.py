@@ -27,6 +27,7 @@ from features.contract import (
     TS,
 )
 from features.engineering import sold_out_days
+from features.errors import UserInputError
 from training.inventory import DAYS_PER_YEAR, kpis
 
 WINDOW_DAYS = 28
@@ -48,7 +49,7 @@ def observed_series(
     first, end = window(day)
     stock = inventory[(inventory[DATE] >= first) & (inventory[DATE] < end)]
     if stock.empty:
-        raise ValueError(f"no inventory snapshot between {first:%Y-%m-%d} and {day:%Y-%m-%d}")
+        raise UserInputError(f"no inventory snapshot between {first:%Y-%m-%d} and {day:%Y-%m-%d}")
     # Only the window's sales: the stock days are the window's.
     sold = transactions[(transactions[TS] >= first) & (transactions[TS] < end)]
     days = sold_out_days(stock, sold)
@@ -178,13 +179,13 @@ def parse_rules(texts: list[str], known: set[str]) -> list[Rule]:
     for text in texts:
         match = RULE.match(text)
         if match is None:
-            raise ValueError(
+            raise UserInputError(
                 f"alert rule {text!r} (OMNISHELF_ALERTS): write `metric op number`, "
                 f"op one of {', '.join(OPERATORS)}"
             )
         metric, op, value = match.groups()
         if metric not in known:
-            raise ValueError(
+            raise UserInputError(
                 f"alert rule {text!r} (OMNISHELF_ALERTS): unknown metric {metric!r}; "
                 f"known: {', '.join(sorted(known))}"
             )

@@ -26,6 +26,7 @@ from mlflow import MlflowClient
 
 from features.contract import CATEGORY, CUSTOMER_ID, DATE, PRODUCT_ID, STORE_ID, TS
 from features.dataset import load_tables, replace_directory
+from features.errors import UserInputError
 from features.feature_store import data_clock, open_store
 from features.settings import Settings
 from pipelines import kpis, steps
@@ -75,7 +76,7 @@ def build_report(settings: Settings, day: pd.Timestamp | None = None) -> Report:
     last = transactions[TS].max().normalize()
     day = last if day is None else pd.Timestamp(day).normalize()
     if day > last or day < transactions[TS].min().normalize():
-        raise ValueError(
+        raise UserInputError(
             f"--date {day:%Y-%m-%d} is outside the data ({transactions[TS].min():%Y-%m-%d} .. "
             f"{last:%Y-%m-%d})"
         )

@@ -23,7 +23,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from features.contract import DATE, PRODUCT_ID, STORE_ID, TS
+from features.contract import CUSTOMER_ID, DATE, PRODUCT_ID, STORE_ID, TS
 from features.dataset import DatasetInfo, load_info, load_tables, save_tables, write_atomically
 from features.engineering import (
     EVENT_TIMESTAMP,
@@ -37,6 +37,7 @@ from features.engineering import (
     store_features,
     store_product_features,
 )
+from features.errors import UserInputError
 from features.feature_store import (
     apply_definitions,
     historical_features,
@@ -55,6 +56,7 @@ from features.identity import (
     without_forgotten,
     write_identity_map,
 )
+from features.model_removals import clear_removals, pending_removals
 from features.series_selection import active_before
 from features.settings import Settings
 from training import plots, tracking
@@ -405,17 +407,25 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
     """Generators + ranker scored against the baselines on a 28-day time split; then the ranker
     refit on the newest windows and the generators on all history, and that model registered
     as champion, tagged with the day its data end (`fit_until`) and the run whose figures
-    describe it (`metrics_of`: this run's, from the ranker learned before the cut-off)."""
+    describe it (`metrics_of`: this run's, from the ranker learned before the cut-off).
+    Customers on the forget queue are left out, and taken off it once the champion is
+    registered."""
     began = time.perf_counter()
     info = load_info(settings.tables_dir)
     _, fingerprint = resolution(settings)
+    forgotten = pending_removals(settings.identity_dir)[CUSTOMER_ID].tolist()
     if not force and (
         reused := _reused(
             "recommender", settings.recommender_name, fingerprint, RECOMMENDER_HEADLINE, began
         )
     ):
+        # The champion was trained on these decisions on customers, forgets included.
+        clear_removals(settings.identity_dir, forgotten)
         return reused
     tables = resolved_tables(settings, ["transactions", "products"])[0]
+    # Forget already removed them from the tables; the queue makes sure of it.
+    sales = tables["transactions"]
+    tables["transactions"] = sales[~sales[CUSTOMER_ID].isin(forgotten)]
     evaluation = evaluate_protocol(
         tables["transactions"],
         tables["products"],
@@ -463,6 +473,7 @@ def train_recommender(settings: Settings, force: bool = False) -> StepResult:
             | fit_until
             | {"metrics_of": run.info.run_id},
         )
+    clear_removals(settings.identity_dir, forgotten)
     return StepResult(
         "recommender",
         f"built v{registered}",
@@ -831,21 +842,21 @@ def read_stock_file(path: Path) -> pd.DataFrame:
         frame = pd.read_parquet(path) if parquet else pd.read_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, ValueError) as error:
         kind = "parquet" if parquet else "CSV"
-        raise ValueError(f"{path}: not a readable {kind} file: {error}") from error
+        raise UserInputError(f"{path}: not a readable {kind} file: {error}") from error
     if frame.empty:
-        raise ValueError(f"{path}: the stock file has no rows")
+        raise UserInputError(f"{path}: the stock file has no rows")
     # Where a user finds the row: CSV lines count the header; parquet rows start at 1.
     first_row = 1 if parquet else 2
     for column in (STORE_ID, PRODUCT_ID, "on_hand"):
         if column not in frame:
-            raise ValueError(f"{path}: missing column {column!r}")
+            raise UserInputError(f"{path}: missing column {column!r}")
     if "on_order" not in frame:
         frame["on_order"] = 0.0
     for column in ("on_hand", "on_order"):
         values = pd.to_numeric(frame[column], errors="coerce")
         if values.isna().any() or (values < 0).any():
             row = int(np.flatnonzero(values.isna() | (values < 0))[0])
-            raise ValueError(
+            raise UserInputError(
                 f"{path}: column {column!r} needs numbers >= 0; row {row + first_row} has "
                 f"{frame[column].iloc[row]!r}"
             )
@@ -853,7 +864,7 @@ def read_stock_file(path: Path) -> pd.DataFrame:
     repeated = frame.duplicated([STORE_ID, PRODUCT_ID])
     if repeated.any():
         row = int(np.flatnonzero(repeated)[0])
-        raise ValueError(
+        raise UserInputError(
             f"{path}: store_id, product_id repeat on row {row + first_row}: one stock level per "
             "store x product"
         )

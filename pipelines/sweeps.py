@@ -23,11 +23,14 @@ import numpy as np
 import optuna
 import pandas as pd
 import sqlalchemy.exc
+import tenacity
 from mlflow import MlflowClient
 
 from features.contract import TS
 from features.dataset import load_info
+from features.errors import UserInputError
 from features.identity import resolution
+from features.redaction import redact_uri
 from features.settings import Settings
 from pipelines import steps
 from training import tracking
@@ -97,15 +100,16 @@ class SweepResult:
     parent_run_id: str
 
 
-def open_storage(url: str, attempts: int = 3) -> optuna.storages.RDBStorage:
+@tenacity.retry(
+    retry=tenacity.retry_if_exception_type(sqlalchemy.exc.DBAPIError),
+    stop=tenacity.stop_after_attempt(3),
+    wait=tenacity.wait_incrementing(start=0.5, increment=0.5),
+    reraise=True,
+)
+def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's storage at `url`. Workers started together on a new database race to create
     its tables, and PostgreSQL refuses the loser's `CREATE TYPE`: by then the tables exist, so
-    the loser tries again."""
-    for attempt in range(1, attempts):
-        try:
-            return optuna.storages.RDBStorage(url)
-        except sqlalchemy.exc.DBAPIError:
-            time.sleep(0.5 * attempt)
+    the loser tries again (3 attempts, 0.5 then 1 s apart; the last error is raised)."""
     return optuna.storages.RDBStorage(url)
 
 
@@ -145,7 +149,7 @@ def _require_family(name: str, storage, family: str) -> None:
         return  # no such study yet
     other = existing.user_attrs.get("model_family", family)
     if other != family:
-        raise ValueError(f"study {name} tunes the {other}: name another study")
+        raise UserInputError(f"study {name} tunes the {other}: name another study")
 
 
 def trial_table(study: optuna.Study) -> pd.DataFrame:
@@ -246,7 +250,7 @@ def recommender_tuning(
     # A validation window needs at least one earlier window to learn from.
     validation = min(VALIDATION_WINDOWS, len(found) - 2)
     if validation < 1 or len(holdout.customers) == 0:
-        raise ValueError(
+        raise UserInputError(
             f"the history holds {len(found)} {PROTOCOL} windows of {TEST_DAYS} days; a "
             "recommender sweep needs 3 (a holdout, a validation window and one to learn from)"
         )
@@ -371,7 +375,7 @@ def sweep(
                 "model_family": family,
                 "kind": "sweep",
                 "study": name,
-                "optuna_storage": storage_url.split("@")[-1],
+                "optuna_storage": redact_uri(storage_url),
             }
         )
         study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[report])

@@ -1,6 +1,6 @@
-"""What every request passes before the service sees it: the API key, when one is configured,
-a cap on the body size, and no form bodies (the API takes JSON). Probes, metrics and the OpenAPI
-page stay open."""
+"""What every request passes before the service sees it: an API key, when keys are configured
+(serving/access.py decides), a cap on the body size, and no form bodies (the API takes JSON).
+Probes stay open; the OpenAPI page and metrics are behind the key unless opened."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import hmac
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-OPEN_PATHS = frozenset({"/", "/healthz", "/livez", "/readyz", "/metrics", "/docs", "/docs.json"})
-OPEN_PREFIXES = ("/static_content/",)
+PROBES = frozenset({"/healthz", "/livez", "/readyz"})
+# The OpenAPI page (BentoML serves it at / and /docs, its assets under /static_content/).
+DOCS = frozenset({"/", "/metrics", "/docs", "/docs.json"})
+DOCS_PREFIX = "/static_content/"
 API_KEY_HEADER = "X-API-Key"
 # A 10,000-pair restock batch is about 1 MB of JSON; anything much bigger is a mistake.
 MAX_BODY_BYTES = 4 * 2**20
@@ -19,10 +21,30 @@ FORM_TYPES = (b"multipart/", b"application/x-www-form-urlencoded")
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int = MAX_BODY_BYTES):
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: list[bytes],
+        open_docs: bool = False,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ):
         self.app = app
-        self.api_key = api_key.encode() if api_key else None
+        self.keys = keys
+        self.open_docs = open_docs
         self.max_body_bytes = max_body_bytes
+
+    def _open(self, path: str) -> bool:
+        """Whether `path` is answered without a key."""
+        docs = path in DOCS or path.startswith(DOCS_PREFIX)
+        return path in PROBES or (self.open_docs and docs)
+
+    def _key_matches(self, given: bytes) -> bool:
+        # Each key compared in constant time, and every key compared, so the answer's timing
+        # leaks neither a key nor which one matched.
+        matched = False
+        for key in self.keys:
+            matched |= hmac.compare_digest(given, key)
+        return matched
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -30,10 +52,9 @@ class RequestGuard:
         path = scope["path"]
         headers = dict(scope["headers"])
         refusal = None
-        if self.api_key and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
+        if self.keys and not self._open(path):
             given = headers.get(API_KEY_HEADER.lower().encode(), b"")
-            # Compared in constant time, so the answer's timing does not leak the key.
-            if not hmac.compare_digest(given, self.api_key):
+            if not self._key_matches(given):
                 refusal = JSONResponse(
                     {
                         "error": f"missing or wrong {API_KEY_HEADER} header",
@@ -53,7 +74,7 @@ class RequestGuard:
                 status_code=413,
             )
         kind = headers.get(b"content-type", b"").strip().lower()
-        if refusal is None and kind.startswith(FORM_TYPES) and path not in OPEN_PATHS:
+        if refusal is None and kind.startswith(FORM_TYPES) and path not in PROBES | DOCS:
             refusal = JSONResponse(
                 {
                     "error": f"request body of Content-Type {kind.decode(errors='replace')}: "

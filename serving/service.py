@@ -21,6 +21,7 @@ import bentoml
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
+from serving.access import accepted_keys, announce
 from serving.guard import RequestGuard
 from serving.schemas import (
     CustomerRef,
@@ -46,6 +47,7 @@ with bentoml.importing():
 
     from features.contract import CUSTOMER_ID, PRODUCT_ID, STORE_ID
     from features.engineering import EVENT_TIMESTAMP, PERIOD_DAYS
+    from features.errors import UserInputError
     from features.feature_store import (
         OnlineFeatureLookup,
         OnlineReader,
@@ -54,6 +56,7 @@ with bentoml.importing():
         read_offline_table,
     )
     from features.identity import IDENTITY_KEY
+    from features.redaction import scrub
     from features.settings import Settings
     from serving.ranked_lists import NOT_PERSONAL, RankedList, RankedLists, as_ranked_list
     from training import tracking
@@ -165,21 +168,39 @@ def load_champion(registered_name: str) -> Champion:
     try:
         model, version = tracking.load_champion(registered_name)
     except LookupError as error:
-        return Champion(registered_name, None, None, str(error))
+        return Champion(registered_name, None, None, scrub(str(error)))
     except Exception as error:  # a corrupt artifact must not take the other model down
         return Champion(
             registered_name,
             None,
             None,
-            f"the champion of {registered_name} cannot be loaded ({type(error).__name__}: {error})",
+            scrub(
+                f"the champion of {registered_name} cannot be loaded "
+                f"({type(error).__name__}: {error})"
+            ),
         )
     return Champion(registered_name, model, str(version), None)
 
 
-@bentoml.service(workers=1, traffic={"timeout": 30})
+def _access() -> tuple[Settings, list[bytes]]:
+    """The settings the server starts with and the keys it accepts; a refusal ends the start
+    with its one line (BentoML prints it) rather than a traceback."""
+    settings = Settings()
+    try:
+        return settings, accepted_keys(settings)
+    except UserInputError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+# Read at import, when BentoML reads the service's options: where it listens, who may call.
+STARTING, KEYS = _access()
+
+
+@bentoml.service(workers=1, traffic={"timeout": 30}, http={"host": str(STARTING.host)})
 class Omnishelf:
     def __init__(self) -> None:
         self.settings = Settings()
+        announce(self.settings, KEYS)
         self.problems: list[str] = []
         self.readers: dict[str, OnlineReader] = {}
         self.ranker_features = None
@@ -197,7 +218,9 @@ class Omnishelf:
         except Exception as error:  # any failure here means "not ready", reported on /readyz
             self.feature_store = None
             self.materialised, self.clock = (), None
-            self.problems.append(f"feature store at {self.settings.feast_dir} unusable: {error}")
+            self.problems.append(
+                scrub(f"feature store at {self.settings.feast_dir} unusable: {error}")
+            )
         self.today = today(self.clock)
         mlflow.set_tracking_uri(self.settings.resolved_tracking_uri)  # read only: no experiment
         self.champions = {
@@ -242,7 +265,7 @@ class Omnishelf:
             ranked = lists.warm(stamps, day)
             log.warning("ranked %d customers ahead in %.1f s", ranked, time.perf_counter() - began)
         except Exception as error:  # lists are then ranked on first request instead
-            log.warning("ranking ahead stopped: %s: %s", type(error).__name__, error)
+            log.warning("ranking ahead stopped: %s: %s", type(error).__name__, scrub(str(error)))
         finally:
             if settle:  # the start-up warm: the service is ready once it is done
                 settle_heap()
@@ -785,4 +808,4 @@ class Omnishelf:
         )
 
 
-Omnishelf.add_asgi_middleware(RequestGuard, api_key=Settings().api_key)
+Omnishelf.add_asgi_middleware(RequestGuard, keys=KEYS, open_docs=STARTING.open_docs)

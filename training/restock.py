@@ -14,6 +14,7 @@ from scipy.stats import gamma, norm
 
 from features.contract import PRODUCT_ID, STORE_ID
 from features.engineering import PERIOD_DAYS
+from features.errors import UserInputError
 from training.forecaster import FORECAST, STD, STEP, DemandForecaster
 
 REVIEW_DAYS = 7
@@ -77,7 +78,7 @@ def cover_distribution(
     if (cover_days != np.floor(cover_days)).any() or (cover_days < 1).any():
         raise ValueError(f"cover_days must be whole days >= 1; got {cover_days.min()}")
     if (cover_days > horizon).any():
-        raise ValueError(
+        raise UserInputError(
             f"cover of {cover_days.max():.0f} days (lead time + review) exceeds the forecast "
             f"horizon of {horizon} days; forecast further ahead or shorten the lead time"
         )

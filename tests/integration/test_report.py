@@ -9,6 +9,7 @@ import mlflow
 import pandas as pd
 import pytest
 
+from features.errors import UserInputError
 from pipelines import report as report_module
 from tests.integration.conftest import run_cli
 
@@ -82,10 +83,10 @@ def test_report_without_breaches_passes_the_check_and_bad_input_is_named(workspa
         del os.environ["OMNISHELF_ALERTS"]
     assert clean.returncode == 0, clean.stdout + clean.stderr
     # Bad input fails before any work, in the command's own words (exit code 2, no traceback:
-    # the CLI's handling of ValueError is tested with the other commands).
-    with pytest.raises(ValueError, match="unknown metric 'stockouts'"):
+    # the CLI's handling of UserInputError is tested with the other commands).
+    with pytest.raises(UserInputError, match="unknown metric 'stockouts'"):
         report_module.build_report(settings.model_copy(update={"alerts": ["stockouts > 0.2"]}))
-    with pytest.raises(ValueError, match="outside the data"):
+    with pytest.raises(UserInputError, match="outside the data"):
         report_module.build_report(settings, pd.Timestamp("2099-01-01"))
 
 

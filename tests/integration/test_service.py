@@ -1,16 +1,21 @@
 """The real `bentoml serve` process: answers, fallbacks and precise 4xx errors."""
 
 import sqlite3
+import uuid
 from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy
 
 from features.identity import resolved_tables
-from pipelines import customers
+from features.settings import Settings
+from pipelines import cli, customers
 from tests.integration.conftest import (
+    POSTGRES_URL,
     free_port,
+    require_services,
     run_cli,
     start_server,
     stop,
@@ -538,3 +543,42 @@ def test_without_a_champion_the_service_is_not_ready_and_says_why(tmp_path):
         assert answer.status_code == 503 and "omnishelf train" in answer.text
     finally:
         stop(server)
+
+
+@pytest.fixture
+def empty_postgresql_database():
+    """A database of its own with no MLflow tables, dropped afterwards."""
+    require_services("PostgreSQL")
+    name = f"omnishelf_redaction_{uuid.uuid4().hex[:8]}"
+    server = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    yield name
+    with server.connect() as connection:
+        connection.execute(sqlalchemy.text(f"DROP DATABASE {name} WITH (FORCE)"))
+    server.dispose()
+
+
+def test_readyz_and_the_log_never_carry_the_tracking_password(tmp_path, empty_postgresql_database):
+    password = "s3cret-pw"
+    # PostgreSQL here trusts local connections, so the password is accepted and never checked:
+    # a registry with a password in its URI and no champion in it.
+    uri = f"postgresql+psycopg://postgres:{password}@127.0.0.1:5432/{empty_postgresql_database}"
+    port = free_port()
+    server = cli.start_server(Settings(home=tmp_path), port, {"OMNISHELF_TRACKING_URI": uri})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_answering(server, url)
+        import httpx
+
+        ready = httpx.get(f"{url}/readyz", timeout=10)
+    finally:
+        stop(server)
+    log = (tmp_path / "data" / "server.log").read_text()
+    leaks = ready.text.count(password) + log.count(password)
+    assert leaks == 0
+    # Still says what is wrong, and where (the URI without its password), on both.
+    assert ready.status_code == 503
+    where = f"in the registry at postgresql+psycopg://postgres:***@127.0.0.1:5432/{empty_postgresql_database}"
+    assert where in ready.text
+    assert where in log

@@ -1,7 +1,12 @@
-"""A server started with an API key and a short reload interval: the key is required where it
-should be, oversized bodies are refused, a moved champion alias is served without downtime, and
-a newly materialised day moves the answers without retraining."""
+"""A server started with API keys and a short reload interval: a key is required where it
+should be, oversized bodies are refused, a moved champion alias is served without downtime, a
+champion whose artifacts are not the registered ones is not loaded, and a newly materialised
+day moves the answers without retraining. Off loopback without a key, the server does not
+start."""
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,19 +20,21 @@ from features.settings import Settings
 from pipelines import steps
 from pipelines.steps import restock_orders
 from serving.service import load_champion
-from tests.integration.conftest import running_service, wait_until_ready
+from tests.integration.conftest import free_port, run_cli, running_service, wait_until_ready
 from tests.integration.test_feature_store import _until
 from training import tracking
 
 pytestmark = pytest.mark.integration
 
 KEY = "test-key-0123456789"
+OLD_KEY = "retiring-key-0123456789"
 
 
 @pytest.fixture(scope="module")
 def guarded(workspace):
     home = workspace["settings"].home
-    with running_service(home, OMNISHELF_API_KEY=KEY, OMNISHELF_RELOAD_SECONDS="1") as client:
+    keys = f"{OLD_KEY},{KEY}"  # during a rotation, both are accepted
+    with running_service(home, OMNISHELF_API_KEYS=keys, OMNISHELF_RELOAD_SECONDS="1") as client:
         wait_until_ready(client)
         yield client
 
@@ -36,17 +43,50 @@ def known_customer(workspace) -> int:
     return int(workspace["tables"]["transactions"]["customer_id"].iloc[0])
 
 
-def test_api_key_is_required_on_the_api_but_not_on_probes_and_docs(workspace, guarded):
+def test_a_key_is_required_on_the_api_docs_and_metrics_but_not_on_probes(workspace, guarded):
     body = {"customer_id": known_customer(workspace), "k": 3}
     missing = guarded.post("/recommend", json=body)
     assert missing.status_code == 401
     assert missing.json() == {"error": "missing or wrong X-API-Key header", "field": "X-API-Key"}
     wrong = guarded.post("/recommend", json=body, headers={"X-API-Key": KEY + "x"})
     assert wrong.status_code == 401
-    right = guarded.post("/recommend", json=body, headers={"X-API-Key": KEY})
-    assert right.status_code == 200, right.text
-    for open_path in ("/healthz", "/readyz", "/metrics", "/docs.json"):
-        assert guarded.get(open_path).status_code == 200, open_path
+    for key in (KEY, OLD_KEY):
+        right = guarded.post("/recommend", json=body, headers={"X-API-Key": key})
+        assert right.status_code == 200, right.text
+    for probe in ("/healthz", "/livez", "/readyz"):
+        assert guarded.get(probe).status_code == 200, probe
+    for page in ("/metrics", "/docs.json"):
+        assert guarded.get(page).status_code == 401, page
+        assert guarded.get(page, headers={"X-API-Key": KEY}).status_code == 200, page
+
+
+def test_off_loopback_without_a_key_the_server_refuses_to_start(workspace, monkeypatch):
+    settings = workspace["settings"]
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith("OMNISHELF_API_KEY")
+    }
+    env |= {
+        "OMNISHELF_HOME": str(settings.home),
+        "OMNISHELF_HOST": "0.0.0.0",
+        "BENTOML_HOME": str(settings.data_dir / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    # `bentoml serve` itself, as a deployment starts it: one line, no traceback.
+    command = ["-m", "bentoml", "serve", "serving.service:Omnishelf", "--port", str(free_port())]
+    served = subprocess.run(
+        [sys.executable, *command], env=env, capture_output=True, text=True, timeout=300
+    )
+    refusal = "error: refusing to serve on 0.0.0.0 without an API key: set OMNISHELF_API_KEYS"
+    assert served.returncode != 0
+    assert refusal in served.stderr
+    assert "Traceback" not in served.stderr + served.stdout
+    # `omnishelf serve` says it before starting anything, as a user error.
+    monkeypatch.setenv("OMNISHELF_HOST", "0.0.0.0")
+    for name in ("OMNISHELF_API_KEYS", "OMNISHELF_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    refused = run_cli(settings, "serve", "--port", str(free_port()))
+    assert refused.returncode == 2
+    assert refusal in " ".join(refused.stdout.split())
 
 
 def test_oversized_bodies_are_refused_before_parsing(guarded):
@@ -112,7 +152,38 @@ def test_a_corrupt_champion_artifact_is_named_not_served(workspace):
             path.write_bytes(b"not a pickle")
         champion = load_champion(name)
         assert champion.model is None
-        assert f"the champion of {name} cannot be loaded" in champion.problem
+        assert champion.problem == (
+            f"model {name} version {broken}: artifacts do not match the hash recorded at "
+            "registration"
+        )
+    finally:
+        client.set_registered_model_alias(name, tracking.CHAMPION, current.version)
+
+
+def test_an_unsigned_champion_is_not_loaded(workspace):
+    settings = workspace["settings"]
+    name = settings.forecaster_name
+    current = tracking.champion_version(name)
+    model, _ = tracking.load_champion(name)
+    with mlflow.start_run(run_name="unsigned-test"):
+        unsigned = tracking.register(model, name, dict(current.tags))
+    client = MlflowClient()
+    client.delete_model_version_tag(name, unsigned, tracking.HASH_TAG)
+    try:
+        with running_service(settings.home) as server:
+            ready = server.get("/readyz")
+            assert ready.status_code == 503
+            assert (
+                f"model {name} version {unsigned}: artifacts carry no hash (tag "
+                f"{tracking.HASH_TAG})"
+            ) in ready.text
+            answer = server.post("/forecast", json={"store_id": 1, "product_ids": [1]})
+            assert answer.status_code == 503 and "carry no hash" in answer.text
+        # The owner checks it and signs it: then it loads.
+        signed = run_cli(settings, "models", "sign", name)
+        assert signed.returncode == 0, signed.stdout + signed.stderr
+        assert f"{name} v{unsigned}: signed" in signed.stdout
+        assert load_champion(name).version == str(unsigned)
     finally:
         client.set_registered_model_alias(name, tracking.CHAMPION, current.version)
 
