@@ -48,6 +48,7 @@ from features.engineering import (  # noqa: E402
 )
 from pipelines import steps  # noqa: E402
 from training.backtest import FINAL, score_table, statistical_forecasts  # noqa: E402
+from training.forecast_plan import ForecastPlan  # noqa: E402
 from training.forecaster import DemandForecaster  # noqa: E402
 from training.metrics import wape  # noqa: E402
 
@@ -124,7 +125,8 @@ def protocol_table(data: steps.ForecastData) -> tuple[pd.DataFrame, float]:
         data.tables["products"],
     )
     fit_s = time.perf_counter() - began
-    final = model.predict(data.features[stamp == origin], data.tables["promotions"])
+    plan = ForecastPlan(data.tables["promotions"], data.tables["calendar"], model.country)
+    final = model.predict(data.features[stamp == origin], plan)
     stats = statistical_forecasts(data.panel, origin, TEST_WEEKS, "W", PROTOCOL_MODELS)
     scored = (
         pd.concat([final.drop(columns=EVENT_TIMESTAMP).assign(model=FINAL), stats])
@@ -151,7 +153,8 @@ def censoring_figures() -> dict[str, float]:
         model.fit(
             training, training_panel, tables["promotions"], tables["calendar"], tables["products"]
         )
-        predicted = model.predict(features[stamp == origin], tables["promotions"])
+        plan = ForecastPlan(tables["promotions"], tables["calendar"], model.country)
+        predicted = model.predict(features[stamp == origin], plan)
         scored = predicted.merge(truth, on=[STORE_ID, PRODUCT_ID, PERIOD])
         figures[f"censoring_wape_vs_true_{name}"] = wape(scored["true_demand"], scored["forecast"])
         figures[f"censoring_bias_vs_true_{name}"] = float(

@@ -468,8 +468,12 @@ def backtest(
 
 @app.command()
 def restock(
-    date: Annotated[
-        str | None, typer.Option(help="order day, YYYY-MM-DD; default: the day after the data")
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            help="last day of data to forecast from, YYYY-MM-DD; orders are for the morning "
+            "after. Default: the newest materialised day"
+        ),
     ] = None,
     service_level: Annotated[
         float, typer.Option(help="chance of no stockout before the next delivery, (0.5, 0.999]")
@@ -492,11 +496,11 @@ def restock(
         )
     settings = _settings()
     try:
-        day = pd.Timestamp(date) if date is not None else None
+        day = pd.Timestamp(as_of).date() if as_of is not None else None
     except ValueError as error:
-        raise typer.BadParameter(f"{date!r} is not a date (YYYY-MM-DD)", param_hint="--date") from (
-            error
-        )
+        raise typer.BadParameter(
+            f"{as_of!r} is not a date (YYYY-MM-DD)", param_hint="--as-of"
+        ) from error
     with _step("planning orders"):
         orders, day = steps.restock_orders(settings, day, service_level, stock)
     path = output or settings.data_dir / "orders" / f"orders_{day:%Y-%m-%d}.csv"

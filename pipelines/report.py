@@ -129,8 +129,9 @@ def _simulated_series(settings: Settings) -> pd.DataFrame:
 
 
 def _orders(settings: Settings, day: pd.Timestamp) -> pd.DataFrame:
-    """Units to order per store on the morning after the report day, by the champion forecaster."""
-    orders, _ = steps.restock_orders(settings, day + pd.Timedelta(days=1))
+    """Units to order per store on the morning after the report day, by the champion forecaster
+    forecasting from that day (the newest data by default)."""
+    orders, _ = steps.restock_orders(settings, day.date())
     by_store = orders.groupby(STORE_ID).agg(
         series=(PRODUCT_ID, "size"),
         order_lines=("order_quantity", lambda q: int((q > 0).sum())),

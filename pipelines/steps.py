@@ -6,6 +6,7 @@ Each step is idempotent: it reuses what an earlier run built for the same data a
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -40,6 +41,7 @@ from features.engineering import (
 from features.errors import UserInputError
 from features.feature_store import (
     apply_definitions,
+    data_clock,
     historical_features,
     historical_view_features,
     history_unchanged,
@@ -71,6 +73,7 @@ from training.backtest import (
     score_table,
 )
 from training.evaluation import RECALL_KS, TEST_DAYS
+from training.forecast_plan import origin_stamp, read_plan
 from training.forecaster import HORIZON_PERIODS, DemandForecaster
 from training.promotion_breadth import PromotionBreadth
 from training.ranker import POOL_SIZES
@@ -652,7 +655,7 @@ def forecast_backtest(
     # it, those that fade later included.
     keys = data.series_at(data.origins[0])
     lead = _lead_times(data.tables, keys)
-    mean, std = cover_demand(result, data.features, keys, data.reviews, lead, promotions)
+    mean, std = cover_demand(result, data.features, keys, data.reviews, lead, promotions, calendar)
     history_days = MOVING_AVERAGE_DAYS
     first = data.origins[0] - pd.Timedelta(days=history_days)
     demand = daily_demand(data.tables, keys, first, history_days + len(data.reviews) * REVIEW_DAYS)
@@ -873,22 +876,39 @@ def read_stock_file(path: Path) -> pd.DataFrame:
 
 def restock_orders(
     settings: Settings,
-    date: pd.Timestamp | None = None,
+    as_of: dt.date | None = None,
     service_level: float = SERVICE_LEVEL,
     stock_file: Path | None = None,
 ) -> tuple[pd.DataFrame, pd.Timestamp]:
-    """Order lines for every active store x product of the champion forecaster on `date` (the
-    day after the data by default): features as of that morning, stock from `stock_file`, else
-    the inventory snapshot of that day, else 0 (flagged `stock_known` False)."""
+    """Order lines for every active store x product of the champion forecaster, forecast from
+    the newest materialised day (or `as_of`, see `training.forecast_plan.origin_stamp`) with the
+    promotions and calendar the tables hold now, ordered the morning after it; stock from
+    `stock_file`, else the inventory snapshot of that morning, else 0 (flagged `stock_known`
+    False).
+
+    Returns:
+        The order lines and the order day (the day after the origin).
+    """
+    from features.repo.definitions import store_product_demand
+
     # A bad stock file is named before the (slow) model load.
     given = read_stock_file(stock_file) if stock_file is not None else None
     model, _ = tracking.load_champion(settings.forecaster_name)
-    date = pd.Timestamp(date) if date is not None else model.next_origin_
-    tables = load_tables(settings.tables_dir, ["products", "stores", "promotions", "inventory"])
+    store = open_store(settings)
+    newest = data_clock(store, [store_product_demand.name])
+    if newest is None:
+        raise LookupError(
+            "no demand features were materialised: run `omnishelf features materialize`"
+        )
+    try:
+        date = origin_stamp(
+            as_of, pd.Timestamp(newest).floor("D"), model.history_start_, model.freq
+        )
+    except ValueError as error:
+        raise ValueError(f"--as-of: {error}") from error
+    tables = load_tables(settings.tables_dir, ["products", "stores", "inventory"])
     keys = model.series_.to_frame(index=False)
-    at = historical_features(
-        open_store(settings), "demand_v1", keys.assign(**{EVENT_TIMESTAMP: date})
-    )
+    at = historical_features(store, "demand_v1", keys.assign(**{EVENT_TIMESTAMP: date}))
     if given is not None:
         stock = given
     elif "inventory" in tables:
@@ -906,7 +926,8 @@ def restock_orders(
     for column, default in (("pack_size", 1), ("min_order_qty", 0)):
         known = products[column] if column in products else pd.Series(dtype=float)
         at[column] = known.reindex(at[PRODUCT_ID]).fillna(default).to_numpy()
-    orders = plan_orders(model, at, service_level, tables.get("promotions"))
+    plan = read_plan(settings.tables_dir, keys[PRODUCT_ID].to_numpy(), model.country)
+    orders = plan_orders(model, at, service_level, plan)
     orders["stock_known"] = at["stock_known"].to_numpy()
     orders.insert(0, "order_date", date.date())
     return orders, date

@@ -192,6 +192,11 @@ class ForecastRequest(BaseModel):
     store_id: int = Field(..., ge=0, le=MAX_ID)
     product_ids: ProductIds
     horizon_days: int = Field(28, ge=1, le=28, description="days ahead, at most 28")
+    as_of: date | None = Field(
+        None,
+        description="the last day of data to forecast from (weekly data: the last whole week "
+        "ending by it); default the newest day materialised in the online store",
+    )
     promotion: PlannedPromotion | None = Field(
         None, description="what-if: forecast with this promotion and without it"
     )
@@ -224,7 +229,9 @@ class ProductForecast(BaseModel):
 class ForecastResponse(BaseModel):
     store_id: int
     freq: str = Field(..., description="D (daily) or W (weekly, starting Monday) periods")
-    origin: date
+    origin: date = Field(
+        ..., description="the last day of data the forecast starts after: every period is later"
+    )
     forecasts: list[ProductForecast]
     stale_product_ids: list[int] = Field(
         [], description="products whose features are older than their TTL: treat with care"
@@ -257,6 +264,11 @@ class RestockRequest(BaseModel):
     )
     lead_time_days: int = Field(2, ge=0, le=21)
     service_level: float = Field(0.95, gt=0.5, le=0.999, json_schema_extra=above(0.5))
+    as_of: date | None = Field(
+        None,
+        description="the last day of data to forecast from (weekly data: the last whole week "
+        "ending by it); default the newest day materialised in the online store",
+    )
 
     @model_validator(mode="after")
     def _one_value_per_product(self) -> RestockRequest:
@@ -280,6 +292,9 @@ class RestockLine(BaseModel):
 
 class RestockResponse(BaseModel):
     store_id: int
+    origin: date = Field(
+        ..., description="the last day of data the forecast starts after: every period is later"
+    )
     lead_time_days: int
     service_level: float
     orders: list[RestockLine]
@@ -316,6 +331,11 @@ class RestockBatchRequest(BaseModel):
         AfterValidator(_unique("pairs", "a store x product", lambda p: (p.store_id, p.product_id))),
     ]
     service_level: float = Field(0.95, gt=0.5, le=0.999, json_schema_extra=above(0.5))
+    as_of: date | None = Field(
+        None,
+        description="the last day of data to forecast from (weekly data: the last whole week "
+        "ending by it); default the newest day materialised in the online store",
+    )
 
 
 class RestockBatchLine(RestockLine):
@@ -324,6 +344,9 @@ class RestockBatchLine(RestockLine):
 
 
 class RestockBatchResponse(BaseModel):
+    origin: date = Field(
+        ..., description="the last day of data the forecast starts after: every period is later"
+    )
     service_level: float
     orders: list[RestockBatchLine]
     stale_pairs: list[tuple[int, int]] = Field(

@@ -41,6 +41,7 @@ from serving.schemas import (
 )
 
 with bentoml.importing():
+    import cachetools
     import mlflow
     import numpy as np
     import pandas as pd
@@ -60,6 +61,7 @@ with bentoml.importing():
     from features.settings import Settings
     from serving.ranked_lists import NOT_PERSONAL, RankedList, RankedLists, as_ranked_list
     from training import tracking
+    from training.forecast_plan import PLAN_TABLES, ForecastPlan, origin_stamp, read_plan
     from training.forecaster import FORECAST
     from training.restock import ORDER_COLUMNS, plan_orders
 
@@ -94,6 +96,15 @@ def today(clock: datetime | None) -> pd.Timestamp:
 
 def not_found(field: str, message: str) -> JSONResponse:
     return JSONResponse({"error": message, "field": field}, status_code=404)
+
+
+def unprocessable(field: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field}, status_code=422)
+
+
+def origin_day(features: pd.DataFrame):
+    """The last day of data a forecast starts after: the day before its features' stamp."""
+    return (features[EVENT_TIMESTAMP].iloc[0] - pd.Timedelta(days=1)).date()
 
 
 def profile_stamps(feature_ts) -> list[int]:
@@ -206,7 +217,11 @@ class Omnishelf:
         self.ranker_features = None
         self.warming: str | None = None  # what is being ranked ahead, while it is
         self.demand_snapshot = None  # offline demand features, once the online store failed
+        self.demand_history = None  # every offline demand row, once a request asked as_of
         self.snapshot_lock = threading.Lock()
+        # The promotions and calendar a forecast reads, per model and tables' version.
+        self.plans = cachetools.LRUCache(maxsize=4)
+        self.plan_lock = threading.Lock()
         try:
             self.feature_store = open_store(self.settings)
             self.feature_store.get_feature_service("recommender_v1")
@@ -597,10 +612,11 @@ class Omnishelf:
         return None if value is None or pd.isna(value) else int(value)
 
     def _forecast(
-        self, model, store_id: int, product_ids: list[int], service: str
+        self, model, store_id: int, product_ids: list[int], service: str, as_of=None
     ) -> pd.DataFrame | JSONResponse:
-        """The online features of `service` as of `model`'s origin, or an error answer (404
-        naming unknown ids, 503 when the feature store fails)."""
+        """The features of `service` at the origin (see `_at_origin`), or an error answer
+        (404 naming unknown ids, 422 for an `as_of` outside the data, 503 when the feature
+        store fails)."""
         known = model.series_
         if store_id not in known.get_level_values(0):
             return not_found("store_id", f"store_id {store_id} has no forecast series")
@@ -612,22 +628,82 @@ class Omnishelf:
                 f"no forecast series at store {store_id} for product_ids {unknown[:10]}",
             )
         return self._at_origin(
-            model, [{STORE_ID: store_id, PRODUCT_ID: p} for p in product_ids], service
+            model, [{STORE_ID: store_id, PRODUCT_ID: p} for p in product_ids], service, as_of
         )
 
-    def _at_origin(self, model, rows: list[dict], service: str) -> pd.DataFrame | JSONResponse:
-        """Online features of store x product rows, stamped with the model's origin. When the
-        online store fails, the offline snapshot answers, and `attrs["fallback"]` says so."""
-        features = self._online(service, rows)
-        if isinstance(features, JSONResponse):
+    def _at_origin(
+        self, model, rows: list[dict], service: str, as_of=None
+    ) -> pd.DataFrame | JSONResponse:
+        """Features of store x product rows as of the origin, stamped with it: the newest
+        materialised ones (online; the offline snapshot when the online store fails, and
+        `attrs["fallback"]` says so), or with `as_of` the offline rows of that day."""
+        if as_of is not None:
             try:
-                features = self._snapshot(rows)
-            except Exception as error:  # no snapshot either: the 503 naming the service
-                log.warning("no offline snapshot: %s", type(error).__name__)
-                return features
-            features.attrs["fallback"] = UNREACHABLE
-        features[EVENT_TIMESTAMP] = model.next_origin_
+                newest = self._newest_demand_stamp()
+                stamp = origin_stamp(as_of, newest, model.history_start_, model.freq)
+            except ValueError as error:
+                return unprocessable("as_of", str(error))
+            except Exception as error:  # the registry or the offline table is unreadable
+                log.warning("no demand history: %s", type(error).__name__)
+                return JSONResponse({"error": "demand history unavailable"}, status_code=503)
+            features = self._offline_at(rows, stamp)
+        else:
+            features = self._online(service, rows)
+            if isinstance(features, JSONResponse):
+                try:
+                    features = self._snapshot(rows)
+                except Exception as error:  # no snapshot either: the 503 naming the service
+                    log.warning("no offline snapshot: %s", type(error).__name__)
+                    return features
+                features.attrs["fallback"] = UNREACHABLE
+            stamps = pd.to_datetime(features["feature_ts"])
+            if stamps.isna().all():
+                return JSONResponse(
+                    {"error": "no demand features for these series"}, status_code=503
+                )
+            # The newest materialised day of these series is where they start; a series not
+            # materialised that day is forecast from older features, and flagged.
+            stamp = stamps.max()
+            features["stale"] = features["stale"].to_numpy() | ~(stamps >= stamp).to_numpy()
+        features[EVENT_TIMESTAMP] = pd.Timestamp(stamp)
         return features
+
+    def _newest_demand_stamp(self) -> pd.Timestamp:
+        """Stamp of the newest materialised demand features (the day after the newest data)."""
+        end = data_clock(self.feature_store, [DEMAND_VIEW])
+        if end is None:
+            raise LookupError("no demand features were materialised")
+        return pd.Timestamp(end).floor("D")
+
+    def _offline_at(self, rows: list[dict], stamp: pd.Timestamp) -> pd.DataFrame:
+        """The offline demand rows stamped `stamp`, as an online read answers them (a series
+        without one is stale). The table is read once, again when a later stamp is asked."""
+        with self.snapshot_lock:
+            if self.demand_history is None or self.demand_history[1] < stamp:
+                table = read_offline_table(self.settings, DEMAND_VIEW)
+                indexed = table.set_index([STORE_ID, PRODUCT_ID, EVENT_TIMESTAMP]).sort_index()
+                self.demand_history = (indexed, table[EVENT_TIMESTAMP].max())
+        history = self.demand_history[0]
+        keys = pd.DataFrame(rows)[[STORE_ID, PRODUCT_ID]].assign(**{EVENT_TIMESTAMP: stamp})
+        wanted = pd.MultiIndex.from_frame(keys)
+        found = history.reindex(wanted).reset_index()
+        present = wanted.isin(history.index)
+        found["feature_ts"] = found.pop(EVENT_TIMESTAMP).where(present)
+        found["stale"] = ~present
+        return found
+
+    def _plan(self, champion: Champion) -> ForecastPlan:
+        """The promotions and calendar of the workspace's tables as they are now, for the
+        champion's products: read again when a table changes (a new import)."""
+        model = champion.model
+        files = [self.settings.tables_dir / f"{name}.parquet" for name in PLAN_TABLES]
+        version = tuple(path.stat().st_mtime_ns if path.exists() else None for path in files)
+        key = (champion.label, version)
+        with self.plan_lock:
+            if key not in self.plans:
+                products = model.series_.get_level_values(PRODUCT_ID).to_numpy()
+                self.plans[key] = read_plan(self.settings.tables_dir, products, model.country)
+            return self.plans[key]
 
     def _snapshot(self, rows: list[dict]) -> pd.DataFrame:
         """The newest offline row of each store x product (what the online store was loaded
@@ -661,12 +737,12 @@ class Omnishelf:
         if unavailable := self._unavailable(champion):
             return unavailable
         model = champion.model
-        features = self._forecast(model, body.store_id, body.product_ids, "demand_v1")
+        features = self._forecast(model, body.store_id, body.product_ids, "demand_v1", body.as_of)
         if isinstance(features, JSONResponse):
             return features
-        planned = model.planned_promotions_
+        planned = self._plan(champion)
         periods = math.ceil(body.horizon_days / PERIOD_DAYS[model.freq])
-        first = model.next_origin_.date()
+        first = features[EVENT_TIMESTAMP].iloc[0].date()
         last = first + timedelta(days=periods * PERIOD_DAYS[model.freq] - 1)
         promotion = body.promotion
         if promotion is not None and (promotion.end_date < first or promotion.start_date > last):
@@ -717,7 +793,7 @@ class Omnishelf:
         return ForecastResponse(
             store_id=body.store_id,
             freq=model.freq,
-            origin=model.next_origin_.date(),
+            origin=origin_day(features),
             forecasts=forecasts,
             stale_product_ids=_stale(features),
             fallback=features.attrs.get("fallback"),
@@ -733,7 +809,7 @@ class Omnishelf:
         if unavailable := self._unavailable(champion):
             return unavailable
         model = champion.model
-        features = self._forecast(model, body.store_id, body.product_ids, "restock_v1")
+        features = self._forecast(model, body.store_id, body.product_ids, "restock_v1", body.as_of)
         if isinstance(features, JSONResponse):
             return features
         n = len(body.product_ids)
@@ -744,7 +820,7 @@ class Omnishelf:
             pack_size=body.pack_size or [1] * n,
             min_order_qty=body.min_order_qty or [0] * n,
         )
-        planned = plan_orders(model, at_origin, body.service_level, model.planned_promotions_)
+        planned = plan_orders(model, at_origin, body.service_level, self._plan(champion))
         orders = [
             {
                 "product_id": int(row.product_id),
@@ -758,6 +834,7 @@ class Omnishelf:
         ]
         return RestockResponse(
             store_id=body.store_id,
+            origin=origin_day(features),
             lead_time_days=body.lead_time_days,
             service_level=body.service_level,
             orders=orders,
@@ -785,14 +862,14 @@ class Omnishelf:
                 f"{[tuple(int(v) for v in pair) for pair in unknown[:10]]}",
             )
         features = self._at_origin(
-            model, pairs[[STORE_ID, PRODUCT_ID]].to_dict("records"), "restock_v1"
+            model, pairs[[STORE_ID, PRODUCT_ID]].to_dict("records"), "restock_v1", body.as_of
         )
         if isinstance(features, JSONResponse):
             return features
         inputs = model_inputs(model, features).assign(
             **{c: pairs[c].to_numpy() for c in RESTOCK_INPUTS}
         )
-        planned = plan_orders(model, inputs, body.service_level, model.planned_promotions_)
+        planned = plan_orders(model, inputs, body.service_level, self._plan(champion))
         lines = (
             planned[ORDER_COLUMNS]
             .round({"expected_demand": 3, "order_up_to": 3})
@@ -800,6 +877,7 @@ class Omnishelf:
         )
         stale = features.loc[features["stale"], [STORE_ID, PRODUCT_ID]].astype(int)
         return RestockBatchResponse(
+            origin=origin_day(features),
             service_level=body.service_level,
             orders=lines.to_dict("records"),
             stale_pairs=list(stale.itertuples(index=False, name=None)),

@@ -31,6 +31,7 @@ from statsforecast.models import (
 from features.contract import NET_SALES, PRODUCT_ID, STORE_ID
 from features.engineering import PERIOD, PERIOD_DAYS, UNITS
 from features.series_selection import MIN_ACTIVE_SHARE, active_before
+from training.forecast_plan import ForecastPlan
 from training.forecaster import FORECAST, QUANTILES, STEP, DemandForecaster
 from training.inventory import matched_baseline, order_up_to_coverage, simulate
 from training.metrics import bias, coverage, pinball_loss, rmsse, wape, wrmsse
@@ -341,7 +342,8 @@ def backtest(
             breadth,
         )
         models[origin] = model
-        final = model.predict(features[ours & (stamp == origin)], promotions).drop(
+        plan = ForecastPlan(promotions, calendar, model.country)
+        final = model.predict(features[ours & (stamp == origin)], plan).drop(
             columns="event_timestamp"
         )
         frames = [final.assign(**{MODEL: FINAL})]
@@ -361,6 +363,7 @@ def cover_demand(
     review_starts: Sequence[pd.Timestamp],
     lead_time_days: np.ndarray,
     promotions: pd.DataFrame | None = None,
+    calendar: pd.DataFrame | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Demand over lead time + review at each review, as the forecast made that day by the model
     of the latest origin sees it: its mean and spread, for `order_up_to_level`.
@@ -376,9 +379,14 @@ def cover_demand(
     for review in map(pd.Timestamp, review_starts):
         model = result.models[origins[origins.searchsorted(review, "right") - 1]]
         at_review = keys.merge(features[stamp == review], on=[STORE_ID, PRODUCT_ID], how="left")
-        mean, std = step_matrices(model.predict(at_review, promotions), keys)
+        plan = ForecastPlan(promotions, calendar, model.country)
+        mean, std = step_matrices(model.predict(at_review, plan), keys)
         mean, std = cover_distribution(
-            mean, std, PERIOD_DAYS[model.freq], lead_time_days + REVIEW_DAYS
+            mean,
+            std,
+            PERIOD_DAYS[model.freq],
+            lead_time_days + REVIEW_DAYS,
+            model.cover_variance_ratio_,
         )
         means.append(mean)
         stds.append(std)

@@ -2,18 +2,21 @@
 
 A training row is (series, origin, horizon step): the inputs are the `demand_v1` features as of
 the origin (a point-in-time join in training, an online read in serving), the horizon step, the
-calendar of the target period and the promotions planned in it; the target is the units sold in
-that period. One model covers every step, so serving needs only the features as of now.
+calendar of the target period and the promotions planned in it, both from the plan known at the
+origin (`training.forecast_plan`); the target is the units sold in that period. One model covers
+every step, so serving needs only the features and the plan as of now.
 
 Choices that the Complete Journey backtest decided (benchmarks/forecast.py):
 - targets and unit-valued inputs are divided by the series' own level (its longest trailing mean),
   so that one model serves slow and fast sellers alike; the tweedie objective keeps forecasts
   non-negative and means, which is what squared-error metrics such as RMSSE reward;
 - month and week of year enter only with two years of history: seen once, they are a time index;
-- quantiles are conformal: the model is refit on the history before the last horizon, and the
-  spread of its errors there, by forecast level, gives P10/P50/P90 and the error's standard
-  deviation (`std`, which restock orders need: read off P10-P90 as if normal, it missed the
-  heavier tails and the order-up-to levels ran out more often than their service level said);
+- quantiles are conformal: the model is refit on the history before the last horizon of
+  origins, and the spread of its errors at those origins, by forecast level, gives P10/P50/P90
+  and the error's standard deviation (`std`, which restock orders need: read off P10-P90 as if
+  normal, it missed the heavier tails and the order-up-to levels ran out more often than their
+  service level said); the same errors, summed over restock covers, give how much more a cover
+  varies than its days (`training.cover_variance`);
 - what else the store promotes in the target period (`training.promotion_breadth`) enters
   beside the product's own promotions: a broad mailer lifts each product less;
 - periods whose sales were capped by a stockout (known only with inventory) are left out of the
@@ -22,13 +25,14 @@ Choices that the Complete Journey backtest decided (benchmarks/forecast.py):
 
 from __future__ import annotations
 
-import holidays
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.contract import DATE, PRODUCT_ID, STORE_ID
+from features.contract import PRODUCT_ID, STORE_ID
 from features.engineering import EVENT_TIMESTAMP, PERIOD, PERIOD_DAYS, PROMO_KINDS, UNITS
+from training.cover_variance import cover_variance_ratios
+from training.forecast_plan import ForecastPlan, calendar_features, planned_promotions
 from training.promotion_breadth import PromotionBreadth
 
 HORIZON_PERIODS = {"D": 28, "W": 4}
@@ -44,90 +48,10 @@ LEVEL_SOURCES = ("units_mean_182d", "units_mean_91d", "units_mean_28d", "units_m
 MIN_LEVEL = 0.1  # units per period, so that a series that stopped selling keeps a finite scale
 UNIT_VALUED = ("units_lag_", "units_mean_", "units_std_")
 SEASONAL_HISTORY_DAYS = 730
-PAYDAYS = (1, 15)  # days of the month: semi-monthly pay, the most common US schedule
 LEVEL_BINS = 5  # conformal errors are pooled by forecast-level quintile
 # What a fitted forecaster carries; one from an older omnishelf lacks some of it
 # (`tracking.load_champion` refuses it rather than let a request or a restock run fail on it).
-FORMAT_VERSION = 2
-
-
-def calendar_features(
-    targets: pd.Series, freq: str, country: str, event_days: pd.DatetimeIndex | None = None
-) -> pd.DataFrame:
-    """Calendar of each target period: month, week, weekday (daily), and the holidays, paydays
-    and retail events (days of the calendar table with an event) inside it."""
-    starts = pd.DatetimeIndex(targets)
-    unique = starts.unique()
-    years = range(unique.min().year, unique.max().year + 1)
-    holiday_days = pd.DatetimeIndex(sorted(holidays.country_holidays(country, years=years)))
-    span = pd.Timedelta(days=PERIOD_DAYS[freq])
-
-    def inside(days: pd.DatetimeIndex) -> np.ndarray:
-        days = days.sort_values()
-        per_start = np.searchsorted(days, unique + span) - np.searchsorted(days, unique)
-        return pd.Series(per_start, index=unique).reindex(starts).to_numpy()
-
-    paydays = pd.DatetimeIndex(
-        [
-            pd.Timestamp(year, month, day)
-            for year in range(years.start, years.stop + 1)
-            for month in range(1, 13)
-            for day in PAYDAYS
-        ]
-    )
-    return pd.DataFrame(
-        {
-            "month": starts.month,
-            "week_of_year": starts.isocalendar().week.to_numpy().astype(int),
-            "weekday": starts.weekday if freq == "D" else 0,
-            "holidays_in_period": inside(holiday_days),
-            "paydays_in_period": inside(paydays),
-            "events_in_period": inside(pd.DatetimeIndex([] if event_days is None else event_days)),
-        }
-    )
-
-
-def planned_promotions(
-    rows: pd.DataFrame, promotions: pd.DataFrame | None, freq: str
-) -> pd.DataFrame:
-    """Share of each row's target period under a promotion, in all and by kind, and the promoted
-    price. Promotions are planned ahead, so the target period's own are known at the origin.
-
-    Args:
-        rows: store_id, product_id, period (start of the target period).
-        promotions: the canonical promotions table (end date inclusive), or None.
-    """
-    names = ["promo_share", *(f"{kind}_share" for kind in PROMO_KINDS), "promo_price"]
-    out = pd.DataFrame(0.0, index=rows.index, columns=names)
-    out["promo_price"] = np.nan
-    if promotions is None or promotions.empty:
-        return out
-    days = PERIOD_DAYS[freq]
-    # A chain's table holds every store x product x week on promotion (21 million rows for
-    # Complete Journey), and a join factorises all of it: narrow it to these rows' products and
-    # periods first, which made the join ~10x faster there.
-    first, end = rows[PERIOD].min(), rows[PERIOD].max() + pd.Timedelta(days=days)
-    promotions = promotions[
-        (promotions["end_date"] >= first)
-        & (promotions["start_date"] < end)
-        & promotions[PRODUCT_ID].isin(rows[PRODUCT_ID].unique())
-    ]
-    keyed = rows[[STORE_ID, PRODUCT_ID, PERIOD]].reset_index(names="row")
-    pairs = keyed.merge(promotions, on=[STORE_ID, PRODUCT_ID])
-    period_end = pairs[PERIOD] + pd.Timedelta(days=days)
-    first = np.maximum(pairs["start_date"].to_numpy(), pairs[PERIOD].to_numpy())
-    last = np.minimum((pairs["end_date"] + pd.Timedelta(days=1)).to_numpy(), period_end.to_numpy())
-    overlap = np.clip((last - first) / np.timedelta64(1, "D"), 0, None) / days
-    pairs = pairs.assign(overlap=overlap)[overlap > 0]
-    grouped = pairs.groupby("row")
-    # Overlapping promotions of one series count a day once: shares are capped at 1.
-    out.loc[grouped.size().index, "promo_share"] = grouped["overlap"].sum().clip(upper=1.0)
-    for kind, types in PROMO_KINDS.items():
-        of_kind = pairs[pairs["promo_type"].isin(types)].groupby("row")["overlap"].sum()
-        out.loc[of_kind.index, f"{kind}_share"] = of_kind.clip(upper=1.0)
-    if "price" in pairs:
-        out.loc[grouped.size().index, "promo_price"] = grouped["price"].min()
-    return out
+FORMAT_VERSION = 3
 
 
 def expand_steps(at_origin: pd.DataFrame, freq: str, horizon: int) -> pd.DataFrame:
@@ -188,10 +112,7 @@ class DemandForecaster:
     # ---- design ------------------------------------------------------------------------------
 
     def _design(
-        self,
-        at_origin: pd.DataFrame,
-        promotions: pd.DataFrame | None,
-        breadth: PromotionBreadth | None = None,
+        self, at_origin: pd.DataFrame, plan: ForecastPlan, breadth: PromotionBreadth | None = None
     ) -> pd.DataFrame:
         rows = expand_steps(at_origin, self.freq, self.horizon)
         level = series_level(rows)
@@ -199,9 +120,9 @@ class DemandForecaster:
             if column.startswith(UNIT_VALUED):
                 rows[column] = rows[column] / level
         rows["level"] = level
-        calendar = calendar_features(rows[PERIOD], self.freq, self.country, self.event_days_)
+        calendar = calendar_features(rows[PERIOD], self.freq, plan)
         rows[calendar.columns] = calendar.to_numpy()
-        planned = planned_promotions(rows, promotions, self.freq)
+        planned = planned_promotions(rows, plan.promotions, self.freq)
         rows[planned.columns] = planned.to_numpy()
         if "price_last" in rows:
             rows["promo_price_ratio"] = rows["promo_price"] / rows["price_last"]
@@ -213,20 +134,20 @@ class DemandForecaster:
         return rows.reindex(columns=self.feature_names_).astype("float32")
 
     def _targets(
-        self, at_origin: pd.DataFrame, panel: pd.DataFrame, promotions: pd.DataFrame | None
+        self, at_origin: pd.DataFrame, panel: pd.DataFrame, plan: ForecastPlan
     ) -> pd.DataFrame:
         """Design rows joined to the units they forecast; censored periods are left out."""
         target = panel[[STORE_ID, PRODUCT_ID, PERIOD, UNITS]]
         if CENSORED in panel:
             target = target[~panel[CENSORED].to_numpy(dtype=bool)]
-        rows = self._design(at_origin, promotions).merge(target, on=[STORE_ID, PRODUCT_ID, PERIOD])
-        return rows[[ORIGIN, PERIOD, UNITS, *self.feature_names_]]
+        rows = self._design(at_origin, plan).merge(target, on=[STORE_ID, PRODUCT_ID, PERIOD])
+        return rows[[STORE_ID, PRODUCT_ID, ORIGIN, PERIOD, UNITS, *self.feature_names_]]
 
-    def _training_rows(self, at_origin, panel, promotions, client):
+    def _training_rows(self, at_origin, panel, plan: ForecastPlan, client):
         """The training rows: built here, or on the Dask cluster of `client` as a distributed
-        frame, one task per block of origins, with the panel and promotions sent once."""
+        frame, one task per block of origins, with the panel and the plan sent once."""
         if client is None:
-            return self._targets(at_origin, panel, promotions)
+            return self._targets(at_origin, panel, plan)
         import dask.dataframe as dd
 
         origins = np.sort(at_origin[ORIGIN].unique())
@@ -235,10 +156,8 @@ class DemandForecaster:
             at_origin[at_origin[ORIGIN].isin(part)] for part in np.array_split(origins, n_tasks)
         ]
         shared_panel = client.scatter(panel, broadcast=True)
-        shared_promotions = (
-            None if promotions is None else client.scatter(promotions, broadcast=True)
-        )
-        parts = client.map(self._targets, blocks, panel=shared_panel, promotions=shared_promotions)
+        shared_plan = client.scatter(plan, broadcast=True)
+        parts = client.map(self._targets, blocks, panel=shared_panel, plan=shared_plan)
         return dd.from_delayed(parts, meta=parts[0].result().iloc[:0], verify_meta=False)
 
     def _train(self, rows, client=None) -> lgb.Booster:
@@ -276,7 +195,8 @@ class DemandForecaster:
             panel: store_id, product_id, period, units (and `censored` where inventory is known):
                 the actual sales the steps are scored on.
             promotions: the canonical promotions table: planned promotions of target periods.
-            calendar: the canonical calendar table; its `event` days feed `events_in_period`.
+            calendar: the canonical calendar table: its holidays and `event` days (see
+                `training.forecast_plan`).
             products: the canonical products table: their categories, for what else of a
                 product's category is on promotion.
             client: a `distributed.Client`: training rows are built and LightGBM trained on its
@@ -288,17 +208,14 @@ class DemandForecaster:
         self.input_names_ = [
             c for c in at_origin.columns if c not in (STORE_ID, PRODUCT_ID, ORIGIN)
         ]
-        self.event_days_ = (
-            None
-            if calendar is None or "event" not in calendar
-            else pd.DatetimeIndex(calendar.loc[calendar["event"] != "", DATE])
-        )
         span = (panel[PERIOD].max() - panel[PERIOD].min()).days if len(panel) else 0
         seasonal = ["month", "week_of_year"] if span >= SEASONAL_HISTORY_DAYS else []
         calendar_names = [
             STEP,
             "weekday",
             "holidays_in_period",
+            "days_to_holiday",
+            "days_since_holiday",
             "paydays_in_period",
             "events_in_period",
             *seasonal,
@@ -316,8 +233,8 @@ class DemandForecaster:
         if panel.empty or at_origin.empty:
             raise ValueError("no training rows: no origin has a target period inside the panel")
         last_period = panel[PERIOD].max()
-        # Served forecasts start where the last period of the training data ends.
-        self.next_origin_ = last_period + pd.Timedelta(days=PERIOD_DAYS[self.freq])
+        # A served forecast may start from any later origin, not from one before the history.
+        self.history_start_ = panel[PERIOD].min()
         series = at_origin[[STORE_ID, PRODUCT_ID]].drop_duplicates()
         if breadth is None:
             breadth = self.promotion_breadth(at_origin, panel, promotions, products)
@@ -327,28 +244,24 @@ class DemandForecaster:
                 "build them with `promotion_breadth` on the widest data the fits read"
             )
         self.breadth_ = breadth
-        rows = self._training_rows(at_origin, panel, promotions, client)
+        plan = ForecastPlan(promotions, calendar, self.country)
+        rows = self._training_rows(at_origin, panel, plan, client)
         self.training_rows_ = len(rows)
         if self.training_rows_ == 0:
             raise ValueError("no training rows: no origin has a target period inside the panel")
-        self.residual_bins_, self.residual_quantiles_, self.residual_rms_ = (
+        (
+            self.residual_bins_,
+            self.residual_quantiles_,
+            self.residual_rms_,
+            self.cover_variance_ratio_,
+        ) = (
             self._calibrate(rows, at_origin[ORIGIN], last_period, client)
             if self.quantiles
-            else (None, None, None)
+            else (None, None, None, None)
         )
         self.booster_ = self._train(rows, client)
         self.series_ = pd.MultiIndex.from_frame(series)
         self.format_version_ = FORMAT_VERSION
-        # Promotions already planned for the served horizon travel with the model: those of
-        # its series' products.
-        self.planned_promotions_ = (
-            None
-            if promotions is None
-            else promotions[
-                (promotions["end_date"] >= self.next_origin_)
-                & promotions[PRODUCT_ID].isin(self.series_.get_level_values(PRODUCT_ID))
-            ].reset_index(drop=True)
-        )
         return self
 
     def _breadth_range(
@@ -378,39 +291,64 @@ class DemandForecaster:
 
     def _calibrate(
         self, rows, origins: pd.Series, last_period: pd.Timestamp, client
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Conformal error quantiles and root mean square from the last origin whose whole
-        horizon is in the data, forecast by a model fit on the rows whose targets precede it.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Conformal error quantiles, root mean square and cover variance ratios from the
+        origins of the last horizon whose whole horizon is in the data, forecast by a model fit
+        on the rows whose targets precede the first of them.
 
         Errors are variance-stabilised, (actual - forecast) / sqrt(forecast + 0.5), and pooled by
-        forecast-level quintile: a slow seller's spread is not a fast seller's.
+        forecast-level quintile: a slow seller's spread is not a fast seller's. Several origins
+        (a horizon's worth, on the training stride) rather than one steady the tails and show
+        how errors add up over a cover (`training.cover_variance`).
 
         Returns:
-            (quintile edges of the forecast, (5, 3) error quantiles, (5,) error root mean square).
+            (quintile edges of the forecast, (5, 3) error quantiles, (5,) error root mean square,
+            (horizon days,) cover variance ratios).
         """
         origins = pd.DatetimeIndex(np.sort(origins.unique()))
         span = pd.Timedelta(days=PERIOD_DAYS[self.freq])
         complete = origins[origins + self.horizon * span <= last_period + span]
-        holdout_origin = complete[-1] if len(complete) else origins[-1]
-        if origins[0] >= holdout_origin:
+        last_held = complete[-1] if len(complete) else origins[-1]
+        held_origins = origins[
+            (origins > origins[0])
+            & (origins <= last_held)
+            & (origins > last_held - self.horizon * span)
+        ]
+        if not len(held_origins):
             raise ValueError("too little history to calibrate the quantiles: need two horizons")
-        booster = self._train(rows[rows[PERIOD] < holdout_origin], client)
-        held = rows[rows[ORIGIN] == holdout_origin]
+        booster = self._train(rows[rows[PERIOD] < held_origins[0]], client)
+        held = rows[rows[ORIGIN].isin(held_origins)]
         if client is not None:
             held = held.compute()
         forecast = booster.predict(self._matrix(held)) * held["level"].to_numpy()
-        error = (held[UNITS].to_numpy() - forecast) / np.sqrt(forecast + 0.5)
+        spread = np.sqrt(forecast + 0.5)
+        error = (held[UNITS].to_numpy() - forecast) / spread
         edges = np.quantile(forecast, np.linspace(0, 1, LEVEL_BINS + 1)[1:-1])
         band = np.searchsorted(edges, forecast)
         pooled = [error[band == b] if (band == b).any() else error for b in range(LEVEL_BINS)]
         table = np.array([np.quantile(errors, list(QUANTILES.values())) for errors in pooled])
         rms = np.array([np.sqrt(np.mean(errors**2)) for errors in pooled])
-        return edges, table, rms
+        # Each held forecast's error and expected variance, laid out series x origin by step.
+        by_step = pd.DataFrame(
+            {
+                "cover": held.groupby([STORE_ID, PRODUCT_ID, ORIGIN], sort=False).ngroup(),
+                STEP: held[STEP].to_numpy(),
+                "error": error * spread,
+                "variance": (rms[band] * spread) ** 2,
+            }
+        ).pivot(index="cover", columns=STEP)
+        steps = range(1, self.horizon + 1)
+        ratios = cover_variance_ratios(
+            by_step["error"].reindex(columns=steps).to_numpy(),
+            by_step["variance"].reindex(columns=steps).to_numpy(),
+            PERIOD_DAYS[self.freq],
+        )
+        return edges, table, rms, ratios
 
     def predict(
         self,
         at_origin: pd.DataFrame,
-        promotions: pd.DataFrame | None = None,
+        plan: ForecastPlan | None = None,
         steps: np.ndarray | None = None,
         what_if: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
@@ -419,14 +357,17 @@ class DemandForecaster:
 
         `steps`, one per row of `at_origin`, leaves out the steps after it (what a restock cover
         does not reach): the other rows come out as they would with all steps, since each step
-        is forecast from its own row. `what_if`: promotions added to the plan (same columns as
-        `promotions`); they also count in what else the store promotes.
+        is forecast from its own row. `plan`: the promotions and calendar known at the origin
+        (None: no promotions, the country's public holidays). `what_if`: promotions added to
+        the plan (same columns as its promotions); they also count in what else the store
+        promotes.
         """
+        plan = plan or ForecastPlan(country=self.country)
         breadth = None
         if what_if is not None:
-            promotions = pd.concat([promotions, what_if], ignore_index=True)
+            plan = plan.with_added(what_if)
             breadth = self.breadth_.with_added(what_if)
-        rows = self._design(at_origin, promotions, breadth)
+        rows = self._design(at_origin, plan, breadth)
         if steps is not None:  # expand_steps lays out each series' steps one after another
             rows = rows[rows[STEP].to_numpy() <= np.repeat(np.asarray(steps), self.horizon)]
         rows[FORECAST] = self.booster_.predict(self._matrix(rows)) * rows["level"].to_numpy()

@@ -15,6 +15,7 @@ from scipy.stats import gamma, norm
 from features.contract import PRODUCT_ID, STORE_ID
 from features.engineering import PERIOD_DAYS
 from features.errors import UserInputError
+from training.forecast_plan import ForecastPlan
 from training.forecaster import FORECAST, STD, STEP, DemandForecaster
 
 REVIEW_DAYS = 7
@@ -44,17 +45,22 @@ def cover_distribution(
     std: np.ndarray,
     period_days: int,
     cover_days: np.ndarray,
+    variance_ratio: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of the demand over each series' first `cover_days` days.
 
-    A period's variance is shared evenly by its days, and days are taken as independent, so a
-    cover that ends inside a period takes that period's variance day by day.
+    A period's variance is shared evenly by its days, so a cover that ends inside a period takes
+    that period's variance day by day. Summed as if days were independent, then scaled by
+    `variance_ratio`, what held-out covers of that length showed (`training.cover_variance`):
+    errors of a series' days go together, and their sum varies more than its parts say.
 
     Args:
         mean, std: (n, periods) forecasts and their error standard deviation (the forecaster's
             `forecast` and `std`), units per period, from the forecast origin on.
         period_days: length of a period in days (1 for daily, 7 for weekly forecasts).
         cover_days: (n,) whole days to cover, 1 up to the horizon (periods * period_days).
+        variance_ratio: (horizon days,) the ratio for each cover length (the forecaster's
+            `cover_variance_ratio_`); None takes the days as independent.
 
     Returns:
         (mean_cover, std_cover), each (n,).
@@ -85,6 +91,8 @@ def cover_distribution(
     covered = np.arange(horizon) < cover_days[:, None]
     mean_cover = (daily_profile(mean, period_days) * covered).sum(axis=1)
     var_cover = (daily_profile(std**2, period_days) * covered).sum(axis=1)
+    if variance_ratio is not None:
+        var_cover = var_cover * np.asarray(variance_ratio)[cover_days.astype(int) - 1]
     return mean_cover, np.sqrt(var_cover)
 
 
@@ -159,6 +167,7 @@ def order_quantities(
     pack_size: np.ndarray | None = None,
     min_order_qty: np.ndarray | None = None,
     distribution: str = "gamma",
+    variance_ratio: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """What to order now so stock lasts, at `service_level`, until the next order arrives.
 
@@ -172,6 +181,7 @@ def order_quantities(
         review_days: days between orders; the cover is lead_time_days + review_days.
         pack_size, min_order_qty: (n,) or scalar; default 1 unit per pack and no minimum.
         distribution: demand over the cover, "gamma" or "normal" (see `order_up_to_level`).
+        variance_ratio: how errors add up over a cover (see `cover_distribution`).
 
     Returns:
         {"expected_demand": mean demand over the cover, "order_up_to": S,
@@ -188,7 +198,9 @@ def order_quantities(
     ):
         if (values < 0).any():
             raise ValueError(f"{name} must be >= 0; got {values.min()}")
-    mean_cover, std_cover = cover_distribution(mean, std, period_days, lead_time_days + review_days)
+    mean_cover, std_cover = cover_distribution(
+        mean, std, period_days, lead_time_days + review_days, variance_ratio
+    )
     order_up_to = order_up_to_level(mean_cover, std_cover, service_level, distribution)
     raw = np.maximum(order_up_to - on_hand - on_order, 0.0)
     return {
@@ -229,7 +241,7 @@ def plan_orders(
     forecaster: DemandForecaster,
     at_origin: pd.DataFrame,
     service_level: float,
-    promotions: pd.DataFrame | None = None,
+    plan: ForecastPlan | None = None,
 ) -> pd.DataFrame:
     """From features to order lines in one call: forecast every series of `at_origin`, then order.
 
@@ -238,6 +250,7 @@ def plan_orders(
     Args:
         at_origin: one row per series: store_id, product_id, event_timestamp (the origin), the
             forecaster's inputs, and on_hand, on_order, lead_time_days, pack_size, min_order_qty.
+        plan: the promotions and calendar known at the origin (see `DemandForecaster.predict`).
 
     Returns:
         ORDER_COLUMNS, one row per series in the order of `at_origin`.
@@ -249,7 +262,7 @@ def plan_orders(
     # beyond the horizon) get every step and the errors order_quantities gives them.
     steps = np.ceil((lead_time_days + REVIEW_DAYS) / period_days)
     steps = np.where(np.isfinite(steps), np.clip(steps, 1, horizon), horizon)
-    predicted = forecaster.predict(at_origin, promotions, steps)
+    predicted = forecaster.predict(at_origin, plan, steps)
     beyond = np.arange(1, horizon + 1) > steps[:, None]
     mean, std = (
         np.where(beyond, 0.0, matrix)
@@ -265,6 +278,7 @@ def plan_orders(
         service_level=service_level,
         pack_size=at_origin["pack_size"].to_numpy(float),
         min_order_qty=at_origin["min_order_qty"].to_numpy(float),
+        variance_ratio=forecaster.cover_variance_ratio_,
     )
     orders = at_origin[ORDER_COLUMNS[:5]].reset_index(drop=True)
     for name, values in result.items():

@@ -11,6 +11,7 @@ from features import synthetic
 from features.engineering import EVENT_TIMESTAMP, PERIOD, demand_panel, store_product_features
 from pipelines import steps
 from training import tracking
+from training.forecast_plan import ForecastPlan
 from training.forecaster import DemandForecaster
 from training.metrics import wape
 
@@ -53,7 +54,8 @@ def test_training_on_the_cluster_matches_one_process(client):
             tables["products"],
             client=fit_client,
         )
-        predicted = model.predict(features[stamp == origin], tables["promotions"])
+        plan = ForecastPlan(tables["promotions"], tables["calendar"], model.country)
+        predicted = model.predict(features[stamp == origin], plan)
         scored = predicted.merge(actual, on=["store_id", "product_id", PERIOD])
         return wape(scored["units"], scored["forecast"]), model
 

@@ -268,7 +268,9 @@ def test_forecast_covers_the_horizon_per_product(service, ids):
         assert len(forecast["periods"]) == 10
         units = np.array([p["units"] for p in forecast["periods"]])
         assert (units >= 0).all() and units.sum() > 0
-        assert forecast["periods"][0]["period_start"] == answer["origin"]
+        # The origin is the last day of data: the forecast starts the day after.
+        first = pd.Timestamp(answer["origin"]) + pd.Timedelta(days=1)
+        assert forecast["periods"][0]["period_start"] == first.date().isoformat()
         for period in forecast["periods"]:
             assert 0 <= period["p10"] <= period["p50"] <= period["p90"]
             assert period["units_without_promotion"] is None
@@ -282,14 +284,15 @@ def test_forecast_what_if_answers_with_and_without_the_planned_promotion(service
     origin = service.post(
         "/forecast", json={"store_id": ids["store_id"], "product_ids": [promoted]}
     ).json()["origin"]
-    end = (pd.Timestamp(origin) + pd.Timedelta(days=6)).date().isoformat()
+    start = (pd.Timestamp(origin) + pd.Timedelta(days=1)).date().isoformat()
+    end = (pd.Timestamp(origin) + pd.Timedelta(days=7)).date().isoformat()
     body = {
         "store_id": ids["store_id"],
         "product_ids": [promoted, other],
         "horizon_days": 14,
         "promotion": {
             "product_ids": [promoted],
-            "start_date": origin,
+            "start_date": start,
             "end_date": end,
             "promo_type": "display_mailer",
             "price": round(0.8 * float(list_price), 2),

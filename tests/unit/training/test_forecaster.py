@@ -2,12 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.forecaster import (
-    DemandForecaster,
-    calendar_features,
-    expand_steps,
-    planned_promotions,
-)
+from training.forecast_plan import ForecastPlan, calendar_features, planned_promotions
+from training.forecaster import DemandForecaster, expand_steps
 from training.restock import order_quantities, plan_orders, step_matrices
 
 WEEKLY_SHAPE = np.array([1, 1, 1, 1, 2, 5, 4], dtype=float)  # Monday .. Sunday
@@ -72,10 +68,41 @@ def test_expand_steps_dates_each_step():
 def test_calendar_counts_holidays_and_events_inside_each_period():
     starts = pd.Series(pd.to_datetime(["2024-07-01", "2024-07-08", "2024-12-23"]))
     events = pd.DatetimeIndex(["2024-07-09", "2024-07-10", "2024-12-01"])
-    calendar = calendar_features(starts, "W", "US", events)
+    imported = pd.DataFrame({"date": events, "is_holiday": False, "event": "sale"})
+    calendar = calendar_features(starts, "W", ForecastPlan(calendar=imported))
     assert calendar["holidays_in_period"].tolist() == [1, 0, 1]  # July 4th, Christmas
     assert calendar["events_in_period"].tolist() == [0, 2, 0]
     assert calendar["paydays_in_period"].tolist() == [1, 0, 0]  # July 1st
+    # July 4th is 3 days into the first week and 4 days before the second.
+    assert calendar["days_to_holiday"].tolist() == [3, 14, 2]  # Christmas: Wednesday 25th
+    assert calendar["days_since_holiday"].tolist() == [12, 4, 14]  # Juneteenth, June 19th
+
+
+def test_a_holiday_in_the_imported_calendar_changes_the_feature_rows():
+    starts = pd.Series(pd.date_range("2024-03-04", "2024-03-17", freq="D"))
+    days = pd.date_range("2024-03-01", "2024-03-31", freq="D")
+    plain = pd.DataFrame({"date": days, "is_holiday": False, "event": ""})
+    local = plain.assign(is_holiday=days == "2024-03-11")  # a holiday the package lacks
+    without = calendar_features(starts, "D", ForecastPlan(calendar=plain))
+    with_local = calendar_features(starts, "D", ForecastPlan(calendar=local))
+    assert without["holidays_in_period"].sum() == 0
+    assert (
+        with_local["holidays_in_period"].tolist() == (starts == "2024-03-11").astype(int).tolist()
+    )
+    assert with_local["days_to_holiday"].iloc[:8].tolist() == [7, 6, 5, 4, 3, 2, 1, 0]
+    assert with_local["days_since_holiday"].iloc[8:].tolist() == [1, 2, 3, 4, 5, 6]
+    assert (without["days_to_holiday"] == 14).all()
+    # Where the calendar has the day, it decides: a public holiday it says is not, is not.
+    no_july_4th = pd.DataFrame({"date": [pd.Timestamp("2024-07-04")], "is_holiday": [False]})
+    july = pd.Series(pd.to_datetime(["2024-07-04"]))
+    assert calendar_features(july, "D", ForecastPlan())["holidays_in_period"].tolist() == [1]
+    shown = calendar_features(july, "D", ForecastPlan(calendar=no_july_4th))
+    assert shown["holidays_in_period"].tolist() == [0]
+    # Days past the calendar take the country's public holidays.
+    christmas = pd.Series(pd.to_datetime(["2024-12-25"]))
+    assert calendar_features(christmas, "D", ForecastPlan(calendar=local))[
+        "holidays_in_period"
+    ].tolist() == [1]
 
 
 def test_planned_promotions_share_of_each_period_by_kind():
@@ -118,7 +145,7 @@ def test_forecaster_learns_the_weekly_shape_and_brackets_it_with_quantiles():
     assert np.abs(merged["forecast"] - merged["units"]).sum() / merged["units"].sum() < 0.15
     assert (merged["p10"] <= merged["p50"]).all() and (merged["p50"] <= merged["p90"]).all()
     assert (merged["p90"] > merged["p10"]).any()
-    assert model.next_origin_ == panel["period"].max() + pd.Timedelta(days=1)
+    assert model.history_start_ == panel["period"].min()
     with pytest.raises(ValueError, match="no training rows"):
         DemandForecaster("D").fit(at_origin, panel.iloc[:0])
 
@@ -132,8 +159,11 @@ def test_std_is_the_spread_of_the_errors_around_the_forecast():
     model.fit(at_origin[at_origin["event_timestamp"] < "2024-05-05"], panel)
     predicted = model.predict(at_origin[at_origin["event_timestamp"] == "2024-05-05"])
     assert (predicted["std"] > 0).all()
-    # Within sampling error of one 28-day calibration window per level band.
+    # Within sampling error of the calibration windows per level band.
     assert 0.6 < (predicted["std"] ** 2 / predicted["forecast"]).mean() < 1.6
+    # One ratio per cover length (a model of two series errs alike for days on end).
+    assert model.cover_variance_ratio_.shape == (28,)
+    assert (model.cover_variance_ratio_ >= 1.0).all()
     points = DemandForecaster("D", num_boost_round=10, quantiles=False).fit(at_origin, panel)
     assert points.predict(at_origin.tail(2))[["std", "p10", "p90"]].isna().all(axis=None)
 
@@ -149,7 +179,7 @@ def test_what_if_a_planned_promotion_raises_the_forecast_of_its_days_only():
     origin = at_origin[at_origin["event_timestamp"] == "2024-06-01"]
     planned_day = pd.Timestamp("2024-06-05")
     without = model.predict(origin).set_index(["product_id", "period"])["forecast"]
-    with_promo = model.predict(origin, promotions_on([planned_day])).set_index(
+    with_promo = model.predict(origin, ForecastPlan(promotions_on([planned_day]))).set_index(
         ["product_id", "period"]
     )["forecast"]
     assert with_promo[(1, planned_day)] > 1.8 * without[(1, planned_day)]
@@ -216,6 +246,7 @@ def test_steps_leave_out_the_later_steps_and_the_others_unchanged():
         lead_time_days=stock["lead_time_days"].to_numpy(),
         service_level=0.95,
         pack_size=stock["pack_size"].to_numpy(),
+        variance_ratio=model.cover_variance_ratio_,
     )
     for name, values in expected.items():
         assert np.array_equal(planned[name].to_numpy(), values), name
@@ -248,7 +279,8 @@ def test_one_promotion_count_serves_every_fit_on_an_earlier_part_of_the_data():
     )
     origin = at_origin[at_origin["event_timestamp"] == "2024-04-01"]
     pd.testing.assert_frame_equal(
-        own.predict(origin, promotions), given.predict(origin, promotions)
+        own.predict(origin, ForecastPlan(promotions)),
+        given.predict(origin, ForecastPlan(promotions)),
     )
 
     # Counts of the earlier part do not reach the later periods a fit on all of it reads.
