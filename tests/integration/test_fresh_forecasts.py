@@ -52,7 +52,7 @@ def _units(answer: dict) -> pd.Series:
     )
 
 
-def test_a_later_week_moves_origin_lags_and_dates_without_retraining(tmp_path):
+def test_a_later_week_moves_origin_lags_and_dates_without_retraining(tmp_path, record_property):
     settings = Settings(home=tmp_path / "workspace")
     tracking.configure(
         settings.resolved_tracking_uri, settings.experiment, settings.mlruns_dir / "artifacts"
@@ -86,6 +86,7 @@ def test_a_later_week_moves_origin_lags_and_dates_without_retraining(tmp_path):
         too_early = service.post("/forecast", json={**body, "as_of": "2000-01-01"})
 
     forecast_origin_lag_days = (last_day - pd.Timestamp(after["origin"])).days
+    record_property("forecast_origin_lag_days", forecast_origin_lag_days)  # benchmarks/freshness
     assert forecast_origin_lag_days == 0
     assert (
         after["model_version"] == before["model_version"] == f"{settings.forecaster_name}/{version}"
