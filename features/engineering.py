@@ -81,13 +81,15 @@ def demand_panel(
     freq: str,
     min_active_share: float = MIN_ACTIVE_SHARE,
     selected_before: pd.Timestamp | Sequence[pd.Timestamp] | None = None,
+    kept: pd.MultiIndex | None = None,
 ) -> pd.DataFrame:
     """Units and sales per active store x product x period, zeros included, over the whole grid.
 
     A series is active when it sold in at least `min_active_share` of the periods strictly
     before `selected_before` (of all periods when None); given several moments (a backtest's
     origins), the series active before any of them. Sparse series are left to the
-    popularity-level restock rules rather than a forecast.
+    popularity-level restock rules rather than a forecast. `kept` (store x product) series stay
+    in whatever their activity: a feature table that already covers them only grows by days.
     """
     sales = tables["transactions"]
     in_units = tables["products"].loc[tables["products"]["sold_in_units"], PRODUCT_ID]
@@ -114,6 +116,8 @@ def demand_panel(
         else list(selected_before)
     )
     active = active_before_any(grouped[UNITS], grid, moments, min_active_share)
+    if kept is not None:
+        active = active.union(kept.set_names(active.names), sort=False)
     if len(active) == 0:
         before = "" if selected_before is None else " before the selection moment"
         raise ValueError(

@@ -241,7 +241,12 @@ def build_features(settings: Settings, force: bool = False) -> tuple[StepResult,
     if force or current != built_from:
         tables, identity_map, _ = resolved_tables(settings, FEATURE_INPUTS)
         grid = period_grid(tables["transactions"][TS], info.freq)
-        panel = demand_panel(tables, info.freq, selected_before=selection_moments(grid, info.freq))
+        panel = demand_panel(
+            tables,
+            info.freq,
+            selected_before=selection_moments(grid, info.freq),
+            kept=None if current is None or force else stored_series(settings),
+        )
         now = pd.Timestamp.now().floor("s")
         feature_tables = {
             "customer_profile": customer_features(tables),
@@ -272,6 +277,17 @@ def build_features(settings: Settings, force: bool = False) -> tuple[StepResult,
         time.perf_counter() - began,
         {"rows materialised": rows},
     ), summaries
+
+
+def stored_series(settings: Settings) -> pd.MultiIndex | None:
+    """The store x product series the stored demand features cover. A later week moves the
+    backtest origins (`selection_moments`), and a series chosen only at an origin that has moved
+    on would otherwise drop out and force a rebuild instead of an extension."""
+    try:
+        stored = read_offline_table(settings, "store_product_demand")
+    except FileNotFoundError:
+        return None
+    return pd.MultiIndex.from_frame(stored[[STORE_ID, PRODUCT_ID]].drop_duplicates())
 
 
 def selection_moments(grid: pd.DatetimeIndex, freq: str) -> list[pd.Timestamp | None]:
@@ -904,8 +920,8 @@ def restock_orders(
         date = origin_stamp(
             as_of, pd.Timestamp(newest).floor("D"), model.history_start_, model.freq
         )
-    except ValueError as error:
-        raise ValueError(f"--as-of: {error}") from error
+    except UserInputError as error:
+        raise UserInputError(f"--as-of: {error}") from error
     tables = load_tables(settings.tables_dir, ["products", "stores", "inventory"])
     keys = model.series_.to_frame(index=False)
     at = historical_features(store, "demand_v1", keys.assign(**{EVENT_TIMESTAMP: date}))

@@ -641,7 +641,7 @@ class Omnishelf:
             try:
                 newest = self._newest_demand_stamp()
                 stamp = origin_stamp(as_of, newest, model.history_start_, model.freq)
-            except ValueError as error:
+            except UserInputError as error:
                 return unprocessable("as_of", str(error))
             except Exception as error:  # the registry or the offline table is unreadable
                 log.warning("no demand history: %s", type(error).__name__)

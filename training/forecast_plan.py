@@ -20,6 +20,7 @@ import pandas as pd
 
 from features.contract import DATE, PRODUCT_ID, STORE_ID
 from features.engineering import PERIOD, PERIOD_DAYS, PROMO_KINDS
+from features.errors import UserInputError
 
 PLAN_TABLES = ("promotions", "calendar")
 PAYDAYS = (1, 15)  # days of the month: semi-monthly pay, the most common US schedule
@@ -213,9 +214,11 @@ def origin_stamp(
     first_end = pd.Timestamp(history_start) + pd.Timedelta(days=PERIOD_DAYS[freq] - 1)
     as_of = pd.Timestamp(as_of)
     if as_of > last_day:
-        raise ValueError(f"as_of {as_of:%Y-%m-%d} is after the newest data day {last_day:%Y-%m-%d}")
+        raise UserInputError(
+            f"as_of {as_of:%Y-%m-%d} is after the newest data day {last_day:%Y-%m-%d}"
+        )
     if as_of < first_end:
-        raise ValueError(
+        raise UserInputError(
             f"as_of {as_of:%Y-%m-%d} is before the end of the model's first period "
             f"{first_end:%Y-%m-%d}: there is no history to forecast from"
         )

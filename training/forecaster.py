@@ -31,6 +31,7 @@ import pandas as pd
 
 from features.contract import PRODUCT_ID, STORE_ID
 from features.engineering import EVENT_TIMESTAMP, PERIOD, PERIOD_DAYS, PROMO_KINDS, UNITS
+from features.errors import UserInputError
 from training.cover_variance import cover_variance_ratios
 from training.forecast_plan import ForecastPlan, calendar_features, planned_promotions
 from training.promotion_breadth import PromotionBreadth
@@ -231,7 +232,7 @@ class DemandForecaster:
             *PromotionBreadth.NAMES,
         ]
         if panel.empty or at_origin.empty:
-            raise ValueError("no training rows: no origin has a target period inside the panel")
+            raise UserInputError("no training rows: no origin has a target period inside the panel")
         last_period = panel[PERIOD].max()
         # A served forecast may start from any later origin, not from one before the history.
         self.history_start_ = panel[PERIOD].min()
@@ -248,7 +249,7 @@ class DemandForecaster:
         rows = self._training_rows(at_origin, panel, plan, client)
         self.training_rows_ = len(rows)
         if self.training_rows_ == 0:
-            raise ValueError("no training rows: no origin has a target period inside the panel")
+            raise UserInputError("no training rows: no origin has a target period inside the panel")
         (
             self.residual_bins_,
             self.residual_quantiles_,
@@ -315,7 +316,7 @@ class DemandForecaster:
             & (origins > last_held - self.horizon * span)
         ]
         if not len(held_origins):
-            raise ValueError("too little history to calibrate the quantiles: need two horizons")
+            raise UserInputError("too little history to calibrate the quantiles: need two horizons")
         booster = self._train(rows[rows[PERIOD] < held_origins[0]], client)
         held = rows[rows[ORIGIN].isin(held_origins)]
         if client is not None:
