@@ -52,11 +52,23 @@ def _units(answer: dict) -> pd.Series:
     )
 
 
-def test_a_later_week_moves_origin_lags_and_dates_without_retraining(tmp_path, record_property):
+@pytest.fixture
+def own_registry(tmp_path, workspace):
+    """A workspace and registry of this test's own; MLflow points back at the shared ones
+    afterwards, pass or fail, so that later tests do not read this test's registry."""
     settings = Settings(home=tmp_path / "workspace")
     tracking.configure(
         settings.resolved_tracking_uri, settings.experiment, settings.mlruns_dir / "artifacts"
     )
+    yield settings
+    shared = workspace["settings"]
+    tracking.configure(
+        shared.resolved_tracking_uri, shared.experiment, shared.mlruns_dir / "artifacts"
+    )
+
+
+def test_a_later_week_moves_origin_lags_and_dates_without_retraining(own_registry, record_property):
+    settings = own_registry
     config = replace(SMALL, days=SMALL.days + 7)
     tables = synthetic.generate(config)
     last_day = tables["transactions"]["ts"].max().normalize()
@@ -107,7 +119,7 @@ def test_a_later_week_moves_origin_lags_and_dates_without_retraining(tmp_path, r
         assert refused.status_code == 422 and refused.json()["field"] == "as_of", refused.text
 
     # `omnishelf restock`, run the morning after, orders from the new week too.
-    orders_file = tmp_path / "orders.csv"
+    orders_file = settings.home / "orders.csv"
     done = run_cli(settings, "restock", "--output", str(orders_file), timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     order_days = pd.read_csv(orders_file)["order_date"].unique().tolist()
