@@ -93,7 +93,9 @@ def build_report(settings: Settings, day: pd.Timestamp | None = None) -> Report:
     by_category = kpis.stock_table(per_series, CATEGORY)
     overall = kpis.stock_table(per_series, None)
     customers = kpis.customer_kpis(transactions, day)
-    orders = _orders(settings, day)
+    # On the data's last day, the forecast origin is the newest materialised day, which may end
+    # before the last sale's day (a store's day can close after midnight); earlier, that day.
+    orders = _orders(settings, None if day == last else day)
     due = _due_customers(settings, transactions, day)
     models = _model_metrics(settings)
     freshness = _freshness(settings, day)
@@ -128,10 +130,10 @@ def _simulated_series(settings: Settings) -> pd.DataFrame:
     return mlflow.load_table(steps.REPLAY_BY_SERIES, run_ids=[version.run_id])
 
 
-def _orders(settings: Settings, day: pd.Timestamp) -> pd.DataFrame:
+def _orders(settings: Settings, day: pd.Timestamp | None) -> pd.DataFrame:
     """Units to order per store on the morning after the report day, by the champion forecaster
-    forecasting from that day (the newest data by default)."""
-    orders, _ = steps.restock_orders(settings, day.date())
+    forecasting from that day (None: the newest materialised data)."""
+    orders, _ = steps.restock_orders(settings, None if day is None else day.date())
     by_store = orders.groupby(STORE_ID).agg(
         series=(PRODUCT_ID, "size"),
         order_lines=("order_quantity", lambda q: int((q > 0).sum())),
