@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy
 
 from features import synthetic
 from features.settings import Settings
@@ -130,3 +132,17 @@ def service(workspace):
     with running_service(workspace["settings"].home, OMNISHELF_RANK_DEPTH=SHALLOW_LISTS) as client:
         wait_until_ready(client)
         yield client
+
+
+@pytest.fixture
+def empty_postgresql_database():
+    """A PostgreSQL database of the test's own, with no tables yet (its name), dropped after."""
+    require_services("PostgreSQL")
+    name = f"omnishelf_test_{uuid.uuid4().hex[:8]}"
+    server = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    yield name
+    with server.connect() as connection:
+        connection.execute(sqlalchemy.text(f"DROP DATABASE {name} WITH (FORCE)"))
+    server.dispose()

@@ -1,21 +1,17 @@
 """The real `bentoml serve` process: answers, fallbacks and precise 4xx errors."""
 
 import sqlite3
-import uuid
 from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import pytest
-import sqlalchemy
 
 from features.identity import resolved_tables
 from features.settings import Settings
 from pipelines import cli, customers
 from tests.integration.conftest import (
-    POSTGRES_URL,
     free_port,
-    require_services,
     run_cli,
     start_server,
     stop,
@@ -546,20 +542,6 @@ def test_without_a_champion_the_service_is_not_ready_and_says_why(tmp_path):
         assert answer.status_code == 503 and "omnishelf train" in answer.text
     finally:
         stop(server)
-
-
-@pytest.fixture
-def empty_postgresql_database():
-    """A database of its own with no MLflow tables, dropped afterwards."""
-    require_services("PostgreSQL")
-    name = f"omnishelf_redaction_{uuid.uuid4().hex[:8]}"
-    server = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with server.connect() as connection:
-        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    yield name
-    with server.connect() as connection:
-        connection.execute(sqlalchemy.text(f"DROP DATABASE {name} WITH (FORCE)"))
-    server.dispose()
 
 
 def test_readyz_and_the_log_never_carry_the_tracking_password(

@@ -10,11 +10,10 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
-import sqlalchemy
 from mlflow import MlflowClient
 
 from pipelines import sweeps
-from tests.integration.conftest import POSTGRES_URL, require_services, run_cli
+from tests.integration.conftest import POSTGRES_URL, run_cli
 from training import tracking
 
 pytestmark = pytest.mark.integration
@@ -94,17 +93,9 @@ def swept_fingerprint(name: str, version: str) -> str:
 
 
 @pytest.fixture
-def new_postgresql_database():
+def new_postgresql_database(empty_postgresql_database):
     """A database of its own, as a team's first sweep finds it: no Optuna tables yet."""
-    require_services("PostgreSQL")
-    name = f"omnishelf_sweeps_{uuid.uuid4().hex[:8]}"
-    server = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with server.connect() as connection:
-        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    with server.connect() as connection:
-        connection.execute(sqlalchemy.text(f"DROP DATABASE {name} WITH (FORCE)"))
-    server.dispose()
+    return POSTGRES_URL.rsplit("/", 1)[0] + f"/{empty_postgresql_database}"
 
 
 def test_two_workers_share_one_postgresql_study_without_duplicates(
